@@ -1,0 +1,47 @@
+# kai-flows: every target sets up what it needs (a .venv from pyproject.toml) on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps templates templates-check lint test test-quick run bench clean
+
+setup: $(STAMP)
+
+# Open3D needs libusb at import time; install it when missing (root on CI and dev machines here).
+system-deps:
+	@ldconfig -p | grep -q 'libusb-1.0.so.0' || { \
+	  echo "installing Debian package libusb-1.0-0 (needed by Open3D)"; \
+	  apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; }
+
+$(STAMP): pyproject.toml | system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+templates: setup
+	$(BIN)/kai-flows compile --out workflow_templates
+
+templates-check: setup
+	$(BIN)/kai-flows compile --out workflow_templates --check
+
+lint: setup
+	$(BIN)/ruff check kai_flows steps tests bench
+	$(BIN)/kai-flows lint workflow_templates
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+run: setup
+	$(BIN)/kai-flows demo
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,8 @@
+"""kai-flows: photo-to-3D pipelines as typed Python DAGs, compiled to Argo WorkflowTemplates.
+
+The pieces, by module: `policy` (pools, priority classes, queues, tiers), `step` (declare a step),
+`pipeline` (build a DAG), `compile` (WorkflowTemplates and cluster manifests), `entrypoint` (what every
+container runs), `engine` (run the compiled YAML locally), `store` (S3 artifacts), `lint`, `submit`, `ledger`.
+"""
+
+__version__ = "0.1.0"

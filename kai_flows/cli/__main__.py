@@ -1,0 +1,3 @@
+from kai_flows.cli import main
+
+main()

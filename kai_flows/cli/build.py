@@ -1,0 +1,70 @@
+"""`kai-flows compile` and `kai-flows pipelines`: Python pipelines to committed YAML."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kai_flows.compile import DEFAULT_REGISTRY, DEFAULT_TAG, compile_all, render_all
+from kai_flows.pipeline import PipelineError
+from kai_flows.policy import PolicyError
+
+console = Console(stderr=True)
+
+
+def compile_cmd(
+    out: Path = typer.Option(Path("workflow_templates"), "--out", help="where the YAML goes"),
+    registry: str = typer.Option(DEFAULT_REGISTRY, help="image registry, as in <registry>/kai/<image>:<tag>"),
+    tag: str = typer.Option(DEFAULT_TAG, help="image tag"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if the files under --out differ"),
+) -> None:
+    """Compile every pipeline to a WorkflowTemplate and render the cluster manifests."""
+    try:
+        if check:
+            drift = _drift(out, render_all(registry, tag))
+            for line in drift:
+                print(line)
+            if drift:
+                console.print(f"[red]{out} is out of date: run `make templates` and commit the result[/red]")
+                raise typer.Exit(1)
+            console.print(f"{out} is up to date")
+            return
+        written = compile_all(out, registry, tag)
+    except (PipelineError, PolicyError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    for path in written:
+        print(path)
+
+
+def _drift(out: Path, files: dict[str, str]) -> list[str]:
+    """A unified diff of every generated file whose committed copy differs."""
+    lines: list[str] = []
+    for rel, text in files.items():
+        current = (out / rel).read_text() if (out / rel).exists() else ""
+        if current != text:
+            lines += difflib.unified_diff(current.splitlines(), text.splitlines(), f"{out / rel} (committed)",
+                                          f"{out / rel} (compiled)", lineterm="", n=1)
+    return lines
+
+
+def pipelines_cmd() -> None:
+    """List the pipelines with their parameters and inputs."""
+    from kai_flows.pipelines import PIPELINES
+
+    table = Table("pipeline", "inputs", "parameters (default)", "tasks")
+    for name, build in sorted(PIPELINES.items()):
+        p = build()
+        params = ", ".join(f"{k}={v.default}" if v.default is not None else k for k, v in p.params.items())
+        table.add_row(name, ", ".join(p.inputs), params, str(len(p.tasks)))
+    Console(file=sys.stdout).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compile")(compile_cmd)
+    app.command("pipelines")(pipelines_cmd)

@@ -1,0 +1,12 @@
+"""The Kai pipelines, by name. Each module's `build()` returns a `kai_flows.pipeline.Pipeline`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kai_flows.pipeline import Pipeline
+from kai_flows.pipelines import image_quality
+
+PIPELINES: dict[str, Callable[[], Pipeline]] = {
+    "image-quality": image_quality.build,
+}
