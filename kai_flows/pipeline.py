@@ -144,8 +144,11 @@ def _element(tp: Any) -> Any:
 
 
 def compatible(source: Any, target: Any) -> bool:
-    """May a value of type `source` be passed where `target` is expected?"""
-    if target is Any or source is Any or source == target:
+    """May a value of type `source` be passed where `target` is expected?
+
+    A `str` parameter takes any value: Argo passes every parameter as text, so it receives the value's JSON.
+    """
+    if target is Any or target is str or source is Any or source == target:
         return True
     t_origin, s_origin = get_origin(target), get_origin(source)
     if t_origin in (Union, types.UnionType):

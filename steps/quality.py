@@ -165,9 +165,9 @@ def aggregate_quality(
     min_images: int = 3,
     min_side: int = 640,
     min_sharpness: float = 40.0,
-    max_clipped: float = 0.08,
+    max_clipped: float = 0.25,
     duplicate_distance: int = 4,
-    min_matches: int = 20,
+    min_matches: int = 8,
 ) -> QualityVerdict:
     """Decide whether the set is worth reconstructing, and write `report/quality.json` and a contact sheet."""
     scores = sorted(scores, key=lambda s: s.name)
@@ -180,9 +180,9 @@ def aggregate_quality(
             flags[s.name].append(f"small ({s.width}x{s.height})")
         if s.sharpness < min_sharpness:
             flags[s.name].append("blurry")
-        if s.underexposed > max_clipped or s.brightness < 50:
+        if s.underexposed > max_clipped or s.brightness < 40:
             flags[s.name].append("underexposed")
-        if s.overexposed > max_clipped or s.brightness > 215:
+        if s.overexposed > max_clipped or s.brightness > 225:
             flags[s.name].append("overexposed")
     decodable = [s for s in scores if s.decodable]
     for a, b in combinations(decodable, 2):
@@ -196,7 +196,7 @@ def aggregate_quality(
         n = _good_matches(features[a], features[b])
         best[a], best[b] = max(best[a], n), max(best[b], n)
     for name, n in best.items():
-        if n < min_matches:
+        if n < min_matches and len(best) > 1:  # a lone image has nothing to overlap with: the count check speaks
             flags[name].append(f"isolated ({n} matches)")
 
     usable = [s for s in decodable if not flags[s.name] or all(f.endswith("exposed") for f in flags[s.name])]
