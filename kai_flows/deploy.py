@@ -1,0 +1,239 @@
+"""`kai-flows deploy`: the Python form of the deployment guide's `kubernetes/deploy.sh` for the ML pipelines.
+
+Renders the cluster prerequisites (`workflow_templates/cluster/*.yaml`) and the WorkflowTemplates, validates
+all of them, then applies them by server-side apply (field manager `kai-flows`, conflicts forced: this tool owns
+these objects) in dependency order: Namespace, PriorityClasses, ServiceAccounts and RBAC, ConfigMaps, then
+templates. Every object's API is resolved before the first apply, so a cluster without Argo's CRDs changes
+nothing. `--dry-run` renders and validates without a cluster. A registry or tag other than the committed
+defaults compiles the pipelines into a temporary folder and deploys that; the committed YAML stays untouched.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kai_flows.policy import NAMESPACE
+
+FIELD_MANAGER = "kai-flows"
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "workflow_templates"
+# Dependency order: what a later kind refers to is applied first; unknown kinds go last but before templates.
+KIND_ORDER = ("Namespace", "PriorityClass", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding",
+              "RoleBinding", "ConfigMap", "Secret")
+TEMPLATE_KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow")
+CLUSTER_SCOPED = ("Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "ClusterWorkflowTemplate")
+
+
+class DeployError(ValueError):
+    """Deploy stopped; the message names the file or object at fault. Objects applied before it stay applied."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    doc: dict[str, Any]
+    source: str  # file it came from, relative to its root
+
+    @property
+    def kind(self) -> str:
+        return str(self.doc.get("kind", ""))
+
+    @property
+    def label(self) -> str:
+        meta = self.doc.get("metadata") or {}
+        ns = f" -n {meta['namespace']}" if meta.get("namespace") else ""
+        return f"{self.kind}/{meta.get('name', '?')}{ns}"
+
+
+@dataclass
+class DeployOptions:
+    context: str | None = None
+    namespace: str = NAMESPACE
+    registry: str | None = None
+    tag: str | None = None
+    dry_run: bool = False
+    skip_cluster: bool = False
+    skip_templates: bool = False
+    source: Path = field(default_factory=lambda: COMMITTED)  # committed YAML root (templates + cluster/)
+    images_dir: Path = field(default_factory=lambda: REPO / "images")  # Dockerfiles lint checks images against
+
+
+# ------------------------------------------------------------------------------------------ render
+
+
+def _rank(m: Manifest) -> tuple[int, str]:
+    if m.kind in TEMPLATE_KINDS:
+        return len(KIND_ORDER) + 1, m.source
+    return (KIND_ORDER.index(m.kind) if m.kind in KIND_ORDER else len(KIND_ORDER)), m.source
+
+
+def _load(root: Path, pattern: str) -> list[Manifest]:
+    out = []
+    for path in sorted(root.glob(pattern)):
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except yaml.YAMLError as e:
+            raise DeployError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        for d in docs:
+            if not isinstance(d, dict) or not d.get("kind") or not (d.get("metadata") or {}).get("name"):
+                raise DeployError(f"{path}: a document without kind or metadata.name")
+            out.append(Manifest(d, path.relative_to(root).as_posix()))
+    return out
+
+
+def _retarget(m: Manifest, old: str, new: str) -> Manifest:
+    """Move an object from namespace `old` to `new` (the Namespace itself, namespaced objects, RBAC subjects)."""
+    if old == new:
+        return m
+    doc = yaml.safe_load(yaml.safe_dump(m.doc))  # a deep copy: sources stay untouched
+    meta = doc["metadata"]
+    if m.kind == "Namespace" and meta["name"] == old:
+        meta["name"] = new
+    elif m.kind not in CLUSTER_SCOPED:
+        meta["namespace"] = new
+    for subject in doc.get("subjects") or []:
+        if subject.get("namespace") == old:
+            subject["namespace"] = new
+    return Manifest(doc, m.source)
+
+
+def source_root(opts: DeployOptions, workdir: Path) -> Path:
+    """The committed YAML, or (for another registry/tag) a fresh compile into `workdir`."""
+    from kai_flows import compile as compiler
+
+    registry, tag = opts.registry or compiler.DEFAULT_REGISTRY, opts.tag or compiler.DEFAULT_TAG
+    if (registry, tag) == (compiler.DEFAULT_REGISTRY, compiler.DEFAULT_TAG):
+        if not opts.source.is_dir():
+            raise DeployError(f"{opts.source}: no such folder (run `kai-flows compile` first)")
+        return opts.source
+    compiler.compile_all(workdir, registry, tag)
+    return workdir
+
+
+def render(opts: DeployOptions, workdir: Path) -> list[Manifest]:
+    """Every object to apply, in apply order."""
+    root = source_root(opts, workdir)
+    manifests: list[Manifest] = []
+    if not opts.skip_cluster:
+        found = _load(root, "cluster/*.yaml")
+        if not found:
+            raise DeployError(f"{root / 'cluster'}: no cluster manifests (run `kai-flows compile`)")
+        manifests += found
+    if not opts.skip_templates:
+        found = _load(root, "*.yaml")
+        if not found:
+            raise DeployError(f"{root}: no WorkflowTemplates (run `kai-flows compile`)")
+        manifests += found
+    manifests = [_retarget(m, NAMESPACE, opts.namespace) for m in manifests]
+    return sorted(manifests, key=_rank)
+
+
+# ------------------------------------------------------------------------------------------ validate
+
+
+def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO / "images") -> list[str]:
+    """Problems found by `kai_flows.lint` (strict Argo schema, Kubernetes schemas, argo lint rules, Kai policy)
+    on the rendered objects, written out under their source names; an empty list means they may be applied."""
+    staged = workdir / "rendered"
+    for m in manifests:
+        path = staged / m.source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write("---\n" + yaml.safe_dump(m.doc, sort_keys=False))
+    try:
+        from kai_flows.lint import lint_paths
+    except ImportError:
+        return _schema_only(manifests)
+    problems = lint_paths([staged], images_dir=images_dir)
+    return [str(p).replace(f"{staged}/", "") for p in problems]
+
+
+def _schema_only(manifests: list[Manifest]) -> list[str]:
+    """Fallback without kai_flows.lint: Kubernetes schemas (kubernetes-validate), Argo's JSON schema."""
+    import json
+
+    import jsonschema
+    import kubernetes_validate
+
+    schema_file = next(iter(sorted((REPO / "kai_flows" / "schemas").glob("argo-*.schema.json"))), None)
+    argo = json.loads(schema_file.read_text()) if schema_file else None
+    problems = []
+    for m in manifests:
+        try:
+            if m.doc.get("apiVersion", "").startswith("argoproj.io/"):
+                if argo is not None:
+                    definition = f"io.argoproj.workflow.v1alpha1.{m.kind}"
+                    jsonschema.validate(m.doc, {**argo, "oneOf": [{"$ref": f"#/definitions/{definition}"}]})
+            else:
+                kubernetes_validate.validate(m.doc, kubernetes_validate.latest_version(), strict=True)
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as e:
+            problems.append(f"{m.source}: {m.label}: {str(e).splitlines()[0]}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ apply
+
+
+def dynamic_client(context: str | None) -> Any:
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic import DynamicClient
+    from urllib3.exceptions import HTTPError
+
+    from kai_flows.submit.backends import kube_api_client
+    from kai_flows.submit.errors import SubmitError
+
+    try:
+        api_client, description = kube_api_client(context)
+    except SubmitError as e:
+        raise DeployError(str(e)) from None
+    try:
+        return DynamicClient(api_client)  # reads the API server's discovery documents
+    except ApiException as e:
+        raise DeployError(f"{description}: API discovery failed: HTTP {e.status} {e.reason}") from None
+    except HTTPError as e:
+        raise DeployError(f"cannot reach {description}: {type(e).__name__}") from None
+
+
+def apply(manifests: list[Manifest], client: Any, on_applied: Callable[[Manifest], None] | None = None) -> None:
+    """Server-side apply each object in order; resolves every object's API first so nothing is half-applied
+    for want of a CRD."""
+    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+    resources = []
+    for m in manifests:
+        try:
+            resources.append(client.resources.get(api_version=m.doc["apiVersion"], kind=m.kind))
+        except ResourceNotFoundError:
+            hint = " (install Argo Workflows' CRDs first)" if m.doc["apiVersion"].startswith("argoproj.io/") else ""
+            raise DeployError(f"{m.source}: the cluster serves no {m.doc['apiVersion']} {m.kind}{hint}") from None
+    for m, resource in zip(manifests, resources, strict=True):
+        meta = m.doc["metadata"]
+        try:
+            client.server_side_apply(resource, body=m.doc, name=meta["name"], namespace=meta.get("namespace"),
+                                     field_manager=FIELD_MANAGER, force_conflicts=True)
+        except DynamicApiError as e:
+            raise DeployError(f"{m.source}: applying {m.label} failed: HTTP {e.status}: {e.summary()}") from None
+        if on_applied:
+            on_applied(m)
+
+
+def deploy(opts: DeployOptions, on_applied: Callable[[Manifest], None] | None = None,
+           client: Any = None) -> list[Manifest]:
+    """Render, validate, and (unless dry-run) apply; returns the manifests in apply order."""
+    if opts.skip_cluster and opts.skip_templates:
+        raise DeployError("nothing to deploy: both --skip-cluster and --skip-templates were given")
+    with tempfile.TemporaryDirectory(prefix="kai-deploy-") as tmp:
+        workdir = Path(tmp)
+        manifests = render(opts, workdir / "compiled")
+        problems = validate(manifests, workdir, opts.images_dir)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise DeployError(f"{len(problems)} problem(s) in the rendered manifests, nothing applied: {shown}")
+        if not opts.dry_run:
+            apply(manifests, client or dynamic_client(opts.context), on_applied)
+    return manifests

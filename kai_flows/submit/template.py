@@ -1,0 +1,85 @@
+"""What a WorkflowTemplate declares for submission: its parameters (required, defaults, enums) and outputs.
+
+Read from the committed `workflow_templates/<name>.yaml` or from the cluster (a backend's `get_template`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kai_flows.submit.errors import SubmitError
+
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "workflow_templates"
+
+
+def templates_dir() -> Path:
+    """`$KAI_TEMPLATES_DIR`, else the project's committed `workflow_templates/`."""
+    return Path(os.environ.get("KAI_TEMPLATES_DIR") or DEFAULT_TEMPLATES_DIR)
+
+
+def template_name(pipeline: str) -> str:
+    """Pipelines are named like `image-quality`; accept the Python spelling `image_quality` too."""
+    return pipeline.strip().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class DeclaredParameter:
+    name: str
+    default: str | None  # None: no value in the template, so the submitter must give one
+    enum: tuple[str, ...] | None
+    description: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    parameters: tuple[DeclaredParameter, ...]
+    outputs: dict[str, str]  # pipeline output -> "<task>.<artifact>" (the kai-flows.io/outputs annotation)
+    source: str  # where it was read, for messages
+
+    def parameter(self, name: str) -> DeclaredParameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+def parse_template(doc: dict[str, Any], source: str) -> TemplateInfo:
+    if not isinstance(doc, dict) or doc.get("kind") != "WorkflowTemplate":
+        raise SubmitError(f"{source}: not a WorkflowTemplate")
+    meta = doc.get("metadata") or {}
+    params = []
+    for p in ((doc.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
+        has_value = "value" in p or "valueFrom" in p
+        default = None if not has_value else ("" if p.get("value") is None else str(p.get("value")))
+        enum = tuple(str(v) for v in p["enum"]) if p.get("enum") else None
+        params.append(DeclaredParameter(p["name"], default, enum, p.get("description", "")))
+    try:
+        outputs = json.loads((meta.get("annotations") or {}).get("kai-flows.io/outputs") or "{}")
+    except json.JSONDecodeError:
+        raise SubmitError(f"{source}: annotation kai-flows.io/outputs is not valid JSON") from None
+    return TemplateInfo(meta.get("name", ""), tuple(params), outputs, source)
+
+
+def load_local_template(name: str, directory: Path | None = None) -> TemplateInfo | None:
+    """The committed template `<dir>/<name>.yaml`, or None when there is no such file."""
+    path = (directory or templates_dir()) / f"{template_name(name)}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SubmitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return parse_template(doc, str(path))
+
+
+def known_local_templates(directory: Path | None = None) -> list[str]:
+    d = directory or templates_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []

@@ -1,0 +1,104 @@
+"""`kai-flows submit` and `kai-flows deploy` through typer, against the fixture template and the stand-in server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from fake_argo import FakeArgo
+from typer.testing import CliRunner
+
+from kai_flows.cli.submit import register
+from kai_flows.compile import cluster_manifests, render_documents
+
+SUCCEEDED = {"phase": "Succeeded", "nodes": {"n1": {"id": "n1", "name": "wf.aggregate", "displayName": "aggregate",
+                                                    "type": "Pod", "phase": "Succeeded"}}}
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    monkeypatch.setenv("KAI_TEMPLATES_DIR", str(fixture_dir))
+
+
+def _run(cli: typer.Typer, *args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_submit_dry_run_prints_the_workflow(cli, env) -> None:
+    r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "-p", "quality=high", "--tier", "free",
+             "--job-id", "j-1", "-l", "team=scan", "--dry-run")
+    assert r.exit_code == 0, r.output
+    wf = yaml.safe_load(r.stdout)
+    assert wf["spec"]["arguments"]["parameters"] == [{"name": "images", "value": "in/j/"},
+                                                     {"name": "quality", "value": "high"}]
+    assert wf["metadata"]["labels"]["kai-flows.io/job-id"] == "j-1"
+    assert wf["metadata"]["labels"]["team"] == "scan"
+    assert wf["spec"]["podPriorityClassName"] == "low-priority-batch"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-p", "images=k/", "-p", "colour=red"], "error: pipeline 'image-quality' declares no parameter 'colour'"),
+    (["-p", "images=k/", "--queue", "urgent"], "error: unknown queue class 'urgent'"),
+    (["-p", "images=k/", "--tier", "gold"], "error: unknown tier 'gold'"),
+    ([], "error: pipeline 'image-quality': parameter 'images' is required"),
+    (["-p", "images=k/", "--job-id", "a/b"], "error: job_id: job id 'a/b' is not a valid label value"),
+])
+def test_submit_bad_input_is_one_line_exit_2(cli, env, args: list[str], message: str) -> None:
+    r = _run(cli, "submit", "image-quality", *args, "--dry-run")
+    assert r.exit_code == 2
+    assert r.stderr.startswith(message), r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.output
+
+
+def test_submit_bad_param_syntax(cli, env) -> None:
+    r = _run(cli, "submit", "image-quality", "-p", "images", "--dry-run")
+    assert r.exit_code == 2 and "'images' is not KEY=VALUE" in r.output
+
+
+def test_submit_and_wait_over_rest(cli, env, monkeypatch: pytest.MonkeyPatch, quality_template: dict) -> None:
+    with FakeArgo(token="t0k") as server:
+        server.add_template(quality_template)
+        monkeypatch.setenv("KAI_ARGO_SERVER", server.url)
+        monkeypatch.setenv("KAI_ARGO_TOKEN", "t0k")
+        server.script_on_create = [{"phase": "Running"}, SUCCEEDED]
+        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "--wait", "--timeout", "20")
+        assert r.exit_code == 0, r.output
+        name = r.stdout.splitlines()[0]
+        assert name.startswith("image-quality-") and ("kai-ml", name) in server.workflows
+        assert f"{name}: Succeeded" in r.stdout and "Succeeded  aggregate" in r.stdout
+
+        server.script_on_create = [{"phase": "Failed", "message": "child failed"}]
+        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "--wait")
+        assert r.exit_code == 1 and ": Failed (child failed)" in r.stdout
+
+        monkeypatch.setenv("KAI_ARGO_TOKEN", "wrong")
+        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/")
+        assert r.exit_code == 2 and "token not valid" in r.stderr
+
+
+def test_deploy_dry_run_cluster_manifests(cli, tmp_path: Path) -> None:
+    (tmp_path / "cluster").mkdir()
+    for name, docs in cluster_manifests().items():
+        (tmp_path / "cluster" / name).write_text(render_documents(docs))
+    r = _run(cli, "deploy", "--dry-run", "--skip-templates", "--source", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "would apply Namespace/kai-ml (cluster/00-namespace.yaml)"
+    assert "objects rendered and valid; nothing applied (--dry-run)" in r.stdout
+
+
+def test_deploy_without_cluster_fails_cleanly(cli, tmp_path: Path) -> None:
+    (tmp_path / "cluster").mkdir()
+    for name, docs in cluster_manifests().items():
+        (tmp_path / "cluster" / name).write_text(render_documents(docs))
+    r = _run(cli, "deploy", "--skip-templates", "--source", str(tmp_path))
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: no cluster configured") and "Traceback" not in r.output
