@@ -1,0 +1,174 @@
+"""The coordinator: claim jobs, submit them, follow them, record every transition.
+
+Crash safety rests on three facts. (1) A claim marks the job `submitted` under this coordinator's lease before
+anything is submitted. (2) The backend labels a workflow with the job id and attempt as it creates it, before
+the ledger records the name. (3) A restarted coordinator (or another one, once the lease ran out) adopts the
+in-flight jobs, finds an unrecorded workflow by its label, submits only when there is none, and follows the
+rest. Transitions are idempotent, so replaying the last poll records nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from uuid import UUID
+
+import psycopg
+
+from kai_flows.ledger import jobs
+from kai_flows.ledger.backends import Backend
+from kai_flows.ledger.claim import QueueLike, adopt, claim_next, renew
+from kai_flows.ledger.db import connect
+from kai_flows.ledger.errors import BackendError, DatabaseUnavailable, InvalidTransition, LedgerError
+from kai_flows.ledger.metrics import LedgerMetrics
+from kai_flows.ledger.models import TERMINAL, Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        database_url: str,
+        backend: Backend,
+        queues: Mapping[str, QueueLike] | None = None,
+        poll_interval: float = 1.0,
+        *,
+        claimer: str | None = None,
+        lease_seconds: float = 30.0,
+        metrics: LedgerMetrics | None = None,
+    ) -> None:
+        if queues is None:
+            from kai_flows.policy import load_policy
+
+            queues = load_policy().queues
+        if lease_seconds < 3 * poll_interval:
+            raise LedgerError(
+                f"lease of {lease_seconds}s is too short for a poll interval of {poll_interval}s (needs 3x or more)"
+            )
+        self.database_url = database_url
+        self.backend = backend
+        self.queues = queues
+        self.poll_interval = poll_interval
+        self.claimer = claimer or f"{socket.gethostname()}:{os.getpid()}"
+        self.lease_seconds = lease_seconds
+        self.metrics = metrics or LedgerMetrics()
+        self.active: dict[UUID, Job] = {}
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.database_url)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def serve_metrics(self, port: int, addr: str = "0.0.0.0") -> int:
+        return self.metrics.serve(port, addr).server_port
+
+    # -- one pass -------------------------------------------------------------------------------------------
+    def run_once(self) -> None:
+        conn = self.conn
+        for job in adopt(conn, self.claimer, lease_seconds=self.lease_seconds, following=list(self.active)):
+            log.info("adopted job %s (%s, workflow %s)", job.id, job.status, job.workflow_name)
+            self._track(job)  # one without a workflow name is (re)submitted by _follow
+        self._renew()
+        for job in list(self.active.values()):
+            self._follow(job)
+        while (job := claim_next(conn, self.queues, self.claimer, lease_seconds=self.lease_seconds)) is not None:
+            log.info("admitted job %s from %s", job.id, job.queue_class)
+            self._track(self._submit(job))
+        self.metrics.refresh(conn, self.queues)
+
+    def _track(self, job: Job | None) -> None:
+        if job is not None and job.status not in TERMINAL:
+            self.active[job.id] = job
+
+    def _renew(self) -> None:
+        mine = renew(self.conn, self.claimer, list(self.active), lease_seconds=self.lease_seconds)
+        for job_id in set(self.active) - mine:
+            job = jobs.get_job(self.conn, job_id)
+            self.active.pop(job_id)
+            if job.status == JobStatus.CANCELLED and job.workflow_name:
+                log.info("job %s was cancelled: cancelling workflow %s", job_id, job.workflow_name)
+                self._cancel_workflow(job.workflow_name)
+            elif job.status not in TERMINAL:
+                log.warning("job %s was taken over by %s", job_id, job.claimed_by)
+
+    def _cancel_workflow(self, name: str) -> None:
+        try:
+            self.backend.cancel(name)
+        except Exception as e:  # already gone, or the backend is unreachable: the ledger says cancelled anyway
+            log.warning("cancelling workflow %s failed: %s", name, e)
+
+    def _submit(self, job: Job) -> Job | None:
+        """Make sure the job's workflow exists exactly once and the ledger names it."""
+        try:
+            name = self.backend.find_by_label(job.id, job.attempts) or self.backend.submit(job)
+        except BackendError as e:  # the backend refused the job itself: final
+            return self._record(job, JobStatus.FAILED, error=f"submission failed: {e}")
+        except Exception as e:  # the backend is unreachable or flaky: keep the job, try again next pass
+            log.warning("submitting job %s failed, will retry: %s", job.id, e)
+            return job
+        try:
+            return jobs.set_workflow(self.conn, job.id, name)
+        except InvalidTransition:  # cancelled (or taken over) while we were submitting
+            current = jobs.get_job(self.conn, job.id)
+            if current.status == JobStatus.CANCELLED:
+                log.info("job %s was cancelled during submission: cancelling workflow %s", job.id, name)
+                self._cancel_workflow(name)
+            return None
+
+    def _follow(self, job: Job) -> None:
+        if job.workflow_name is None:
+            self._track(self._submit(job))
+            return
+        try:
+            status = self.backend.status(job.workflow_name)
+        except BackendError as e:  # e.g. the workflow was deleted: the job's outcome is lost
+            self._record(job, JobStatus.FAILED, error=str(e))
+            return
+        except Exception as e:
+            log.warning("reading workflow %s failed, will retry: %s", job.workflow_name, e)
+            return
+        phase, outputs = status[0], status[1]
+        message = getattr(status, "message", "") or f"workflow {job.workflow_name} ended {phase}"
+        if phase == "Running":
+            self._track(self._record(job, JobStatus.RUNNING))
+        elif phase == "Succeeded":
+            self._record(job, JobStatus.SUCCEEDED, outputs=outputs)
+        elif phase in ("Failed", "Error"):
+            self._record(job, JobStatus.FAILED, error=message)
+
+    def _record(self, job: Job, to: JobStatus, **event: object) -> Job | None:
+        try:
+            updated = jobs.transition(self.conn, job.id, to, actor=self.claimer, **event)  # type: ignore[arg-type]
+        except InvalidTransition as e:  # e.g. cancelled in the ledger while the workflow finished
+            log.warning("%s", e)
+            self.active.pop(job.id, None)
+            return None
+        if updated.status in TERMINAL:
+            self.active.pop(job.id, None)
+            self.metrics.finished(updated)
+            log.info("job %s %s", job.id, updated.status)
+        return updated
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Poll until `stop` is set; a lost database connection is logged and retried, not fatal."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except (psycopg.OperationalError, DatabaseUnavailable) as e:
+                log.error("database unavailable, retrying in %.1fs: %s", self.poll_interval, e)
+                self.close()
+            stop.wait(self.poll_interval)
+        self.close()
+

@@ -1,0 +1,35 @@
+"""The ledger's errors: each one a single line naming the thing at fault."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on bad input or a bad database state."""
+
+
+class DatabaseUnavailable(LedgerError):
+    """The database cannot be reached or refuses the connection (host, port, role, password, database)."""
+
+
+class MigrationError(LedgerError):
+    """A migration file or the applied history is inconsistent, or a migration failed to apply."""
+
+
+class JobNotFound(LedgerError):
+    """No job has the given id."""
+
+
+class InvalidTransition(LedgerError):
+    """A status change that the job's life cycle does not allow."""
+
+
+class UnknownQueueClass(LedgerError):
+    """A queue class the policy does not define."""
+
+
+class UnknownTier(LedgerError):
+    """A tier the policy does not define."""
+
+
+class BackendError(LedgerError):
+    """A coordinator backend refused or failed an operation."""
