@@ -1,0 +1,126 @@
+"""`kai-flows run` (the local engine) and `kai-flows runs` (past runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kai_flows.engine.model import EngineError
+from kai_flows.engine.records import read_run
+from kai_flows.engine.runner import cache_dir, run_pipeline, runs_table
+
+console = Console(stderr=True)
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            console.print(f"[red]error:[/red] {flag} {item!r} must look like NAME=VALUE")
+            raise typer.Exit(2)
+        out[name] = value
+    return out
+
+
+def run_cmd(
+    pipeline: str = typer.Argument(..., help="pipeline name (workflow_templates/<name>.yaml) or a YAML path"),
+    param: list[str] = typer.Option([], "--param", "-p", help="workflow parameter NAME=VALUE"),
+    input_: list[str] = typer.Option([], "--input", "-i", help="pipeline input folder NAME=DIR"),
+    out: Path = typer.Option(..., "--out", "-o", help="where outputs, run.json and logs go"),
+    parallelism: int = typer.Option(None, "--parallelism", help="steps at once (default: CPU cores)"),
+    store_dir: Path = typer.Option(None, "--store-dir", help="embedded SeaweedFS data folder"),
+    s3_endpoint: str = typer.Option(None, "--s3-endpoint", envvar="KAI_S3_ENDPOINT", help="use this S3 instead"),
+    s3_access_key: str = typer.Option(None, "--s3-access-key", envvar="KAI_S3_ACCESS_KEY"),
+    s3_secret_key: str = typer.Option(None, "--s3-secret-key", envvar="KAI_S3_SECRET_KEY"),
+    s3_bucket: str = typer.Option(None, "--s3-bucket", envvar="KAI_S3_BUCKET"),
+    resume: str = typer.Option(None, "--resume", help="re-use the Succeeded steps of this earlier run"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    cold: bool = typer.Option(False, "--cold", help="start every step as a fresh process (no warm starts)"),
+) -> None:
+    """Run a compiled pipeline on this machine (steps as local processes, artifacts in S3)."""
+    from kai_flows.store import S3Config, StoreError
+
+    try:
+        store = None
+        if s3_endpoint:
+            missing = [n for n, v in (("--s3-access-key", s3_access_key), ("--s3-secret-key", s3_secret_key),
+                                      ("--s3-bucket", s3_bucket)) if not v]
+            if missing:
+                raise EngineError(f"--s3-endpoint needs {', '.join(missing)} too")
+            store = S3Config(endpoint=s3_endpoint, access_key=s3_access_key, secret_key=s3_secret_key,
+                             bucket=s3_bucket)
+        result = run_pipeline(pipeline, parameters=_pairs(param, "--param"), inputs={
+            k: Path(v) for k, v in _pairs(input_, "--input").items()}, out=out, parallelism=parallelism,
+            store=store, store_dir=store_dir, resume=resume, progress=not quiet,
+            warm_starts=not cold)
+    except (EngineError, StoreError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red] before the run started; nothing ran")
+        raise typer.Exit(130) from None
+    style = "green" if result.succeeded else "red"
+    console.print(f"[{style}]{result.name} {result.phase}[/{style}]" + (f": {result.message}" if result.message
+                                                                          else ""))
+    for name, path in result.outputs.items():
+        console.print(f"  output {name}: {path if path else '(not produced)'}")
+    console.print(f"  record: {result.record}")
+    for w in result.warnings:
+        console.print(f"  [yellow]warning:[/yellow] {w}")
+    if not result.succeeded:
+        raise typer.Exit(1)
+
+
+def runs_cmd(
+    show: str = typer.Argument(None, metavar="[show RUN]", help="'show' followed by a run name"),
+    run: str = typer.Argument(None, hidden=True),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List past local runs, or `runs show RUN` for one run's record."""
+    if show is not None:
+        if show != "show" or not run:
+            console.print("[red]error:[/red] usage: kai-flows runs [show RUN]")
+            raise typer.Exit(2)
+        try:
+            record = read_run(cache_dir(), run)
+        except EngineError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        if as_json:
+            print(json.dumps(record, indent=1))
+            return
+        kai = record.get("kai", {})
+        console.print(f"{kai.get('name')} ({kai.get('template')}): {record.get('phase')} "
+                      f"{record.get('startedAt', '')} -> {record.get('finishedAt', '')} {record.get('message', '')}")
+        table = Table()
+        for col in ("node", "type", "phase", "wall s", "cpu s", "peak MiB", "message"):
+            table.add_column(col)
+        for n in record.get("nodes", {}).values():
+            k = n.get("kai", {})
+            peak = k.get("peakMemoryBytes")
+            table.add_row(n.get("displayName", ""), n.get("type", ""), n.get("phase", ""),
+                          str(k.get("wallSeconds", "")), str(k.get("cpuSeconds", "")),
+                          f"{peak / 2**20:.0f}{' !' if k.get('overMemoryLimit') else ''}" if peak else "",
+                          n.get("message", "")[:80])
+        Console().print(table)
+        return
+    rows = runs_table()
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table()
+    for col in ("run", "pipeline", "phase", "started", "progress", "message"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["pipeline"], r["phase"], r["started"], r["progress"], r["message"][:60])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)
+    app.command("runs")(runs_cmd)

@@ -1,0 +1,227 @@
+"""One attempt of one container template, run as a local process (a worker thread calls `run_attempt`).
+
+How local outcomes map to Argo phases (the rule the executor documents and the tests check):
+- the process exits non-zero, is killed by a signal it did not get from the engine (e.g. the OOM killer), or
+  passes its `activeDeadlineSeconds`/`timeout` (the engine kills its whole process group)  -> **Failed**, as
+  Argo marks a pod whose main container fails or exceeds its deadline;
+- the engine cannot do its own part: an input artifact cannot be fetched, the program cannot be started, a
+  declared non-optional output artifact or parameter file is missing, an upload fails, or a GPU step has no
+  GPU and no CPU fallback -> **Error**, as Argo marks a pod whose init/wait container fails;
+- the run was stopped (SIGINT) -> **Failed** with the message "Stopped".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kai_flows.engine import variables
+from kai_flows.engine.artifacts import InputCache
+from kai_flows.engine.model import EngineError, Template
+from kai_flows.engine.process import ProcessGroups, run_process
+from kai_flows.engine.warm import ZygotePool, ZygoteUnavailable, warm_module
+
+RESULT_LIMIT = 256 * 1024
+CPU_FALLBACK_ANNOTATION = "kai-flows.io/cpu-fallback"
+
+
+@dataclass
+class PodResult:
+    phase: str
+    message: str = ""
+    exit_code: int | None = None
+    parameters: list[dict[str, str]] = field(default_factory=list)
+    result: str | None = None
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AttemptSpec:
+    """Everything a worker needs; built by the scheduler thread, read-only in the worker."""
+
+    template: Template
+    node_name: str
+    node_id: str
+    pod_name: str
+    params: dict[str, str]
+    artifacts: dict[str, tuple[str, str | None]]  # input name -> (key, subPath)
+    scope: dict[str, str]  # workflow.* and other globals
+    retries: int | None
+    scratch: Path
+    log_path: Path
+    wf_name: str
+    has_gpu: bool
+
+
+@dataclass
+class PodServices:
+    store: Any
+    inputs: InputCache
+    groups: ProcessGroups
+    env: dict[str, str]
+    keep_scratch: bool = False
+    zygotes: ZygotePool | None = None  # warm starts of entry-point steps (zygote.py)
+
+
+def _trim_newline(text: str) -> str:
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _read_result(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - RESULT_LIMIT))
+        return _trim_newline(f.read().decode(errors="replace"))
+
+
+def _log(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
+def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
+    tmpl = spec.template
+    scratch = spec.scratch
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    in_dir, out_art, out_par = scratch / "inputs" / "artifacts", scratch / "outputs" / "artifacts", \
+        scratch / "outputs" / "parameters"
+    for d in (in_dir, out_art, out_par):
+        d.mkdir(parents=True)
+    _log(spec.log_path, f"=== {spec.node_name} pod {spec.pod_name}"
+         + (f" attempt {spec.retries}" if spec.retries is not None else "") + " ===")
+
+    # Scope of the container template (Argo's container-only variables included).
+    scope = dict(spec.scope)
+    scope.update({f"inputs.parameters.{k}": v for k, v in spec.params.items()})
+    scope["inputs.parameters"] = json.dumps([{"name": k, "value": v} for k, v in spec.params.items()])
+    scope["pod.name"] = spec.pod_name
+    scope["node.name"] = spec.node_name
+    if spec.retries is not None:
+        scope["retries"] = str(spec.retries)
+    in_paths: dict[str, Path] = {}
+    for decl in tmpl.input_artifacts:
+        in_paths[decl.name] = in_dir / decl.name
+        scope[f"inputs.artifacts.{decl.name}.path"] = str(in_paths[decl.name])
+    for decl in tmpl.output_artifacts:
+        scope[f"outputs.artifacts.{decl.name}.path"] = str(out_art / decl.name)
+    for op in tmpl.output_params:
+        scope[f"outputs.parameters.{op.name}.path"] = str(out_par / op.name)
+
+    if tmpl.gpus and not spec.has_gpu and tmpl.annotations.get(CPU_FALLBACK_ANNOTATION) != "true":
+        return PodResult("Error", f"template {tmpl.name!r} requests {tmpl.gpus} GPU(s), this machine has none, "
+                         f"and its annotation {CPU_FALLBACK_ANNOTATION} is not \"true\"")
+
+    # Inputs first (Argo's init container): a failure here is an Error, never the step's fault.
+    for decl in tmpl.input_artifacts:
+        source = spec.artifacts.get(decl.name)
+        if source is None:
+            continue  # optional and not supplied: the path stays absent
+        try:
+            svc.inputs.materialise(source[0], source[1], in_paths[decl.name])
+        except EngineError as e:
+            if decl.optional:
+                continue
+            return PodResult("Error", f"input artifact {decl.name!r}: {e}")
+        except Exception as e:  # store errors: one line each
+            return PodResult("Error", f"input artifact {decl.name!r}: {type(e).__name__}: {e}")
+
+    try:
+        argv = [variables.substitute(a, scope) for a in (*tmpl.command, *tmpl.args)]
+    except variables.UnresolvedVariable as e:
+        return PodResult("Error", f"template {tmpl.name!r}: {e}")
+    module = warm_module(argv) if svc.zygotes is not None else None
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    env = dict(svc.env)
+    if tmpl.gpus and not spec.has_gpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the declared CPU fallback
+    stdout_path = scratch / "stdout"
+    zygote = svc.zygotes.get(module) if module and svc.zygotes is not None else None
+    try:
+        outcome = None
+        if zygote is not None:
+            try:
+                outcome = zygote.run(argv[3:], cwd=scratch, env=env, stdout_path=stdout_path,
+                                     log_path=spec.log_path, deadline_s=tmpl.deadline, groups=svc.groups)
+            except ZygoteUnavailable:
+                zygote = None  # start it cold below
+        if outcome is None:
+            outcome = run_process(argv, cwd=scratch, env=env, stdout_path=stdout_path, log_path=spec.log_path,
+                                  deadline_s=tmpl.deadline, groups=svc.groups)
+    except OSError as e:
+        return PodResult("Error", f"cannot start {argv[0]!r}: {e.strerror or e}", argv=argv)
+    figures = {"warmStart": zygote is not None, "wallSeconds": round(outcome.wall_s, 3),
+               "cpuSeconds": round(outcome.cpu_s, 3), "peakMemoryBytes": outcome.max_rss_bytes}
+    if tmpl.memory_limit:
+        figures["memoryLimitBytes"] = tmpl.memory_limit
+        figures["overMemoryLimit"] = outcome.max_rss_bytes > tmpl.memory_limit
+    stdout_text = _read_result(stdout_path) if stdout_path.exists() else ""
+    if stdout_text:
+        _log(spec.log_path, "--- stdout ---\n" + stdout_text)
+    res = PodResult("Succeeded", exit_code=outcome.exit_code, figures=figures, argv=argv)
+    if outcome.stopped:
+        res.phase, res.message = "Failed", "Stopped"
+    elif outcome.timed_out:
+        res.phase = "Failed"
+        res.message = f"Pod was active on the node longer than the specified deadline ({tmpl.deadline:g}s)"
+    elif outcome.signal is not None:
+        res.phase, res.message = "Failed", f"killed by signal {outcome.signal}" + (
+            " (over its memory limit?)" if figures.get("overMemoryLimit") else "")
+    elif outcome.exit_code != 0:
+        last = _last_stderr(spec.log_path)
+        res.phase, res.message = "Failed", f"Error (exit code {outcome.exit_code})" + (f": {last}" if last else "")
+    if res.phase != "Succeeded":
+        return res
+
+    # Outputs (Argo's wait container): parameters, result, artifacts - published only now, on success.
+    for op in tmpl.output_params:
+        path = out_par / op.name
+        if path.is_file():
+            res.parameters.append({"name": op.name, "value": _trim_newline(path.read_text(errors="replace"))})
+        elif op.default is not None:
+            res.parameters.append({"name": op.name, "value": op.default})
+        else:
+            res.phase, res.message = "Error", (f"output parameter {op.name!r}: the step wrote no file at "
+                                               f"{{{{outputs.parameters.{op.name}.path}}}} and it has no default")
+            return res
+    res.result = stdout_text
+    from kai_flows.store.argo_keys import argo_artifact_key
+
+    for decl in tmpl.output_artifacts:
+        path = out_art / decl.name
+        if not path.exists():
+            if decl.optional:
+                continue
+            res.phase, res.message = "Error", (f"output artifact {decl.name!r} was not written (declared, not "
+                                               "optional); nothing was published")
+            return res
+        key = argo_artifact_key(spec.wf_name, spec.pod_name, Path(decl.path).name)
+        try:
+            svc.store.upload(path, key)
+        except Exception as e:
+            res.phase, res.message = "Error", f"output artifact {decl.name!r}: upload failed: {e}"
+            return res
+        res.artifacts.append({"name": decl.name, "path": decl.path, "s3": {"key": key}})
+    if not svc.keep_scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return res
+
+
+def _last_stderr(log_path: Path) -> str:
+    """The last non-empty line before the `--- stdout ---` block we appended."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    head = text[-65536:].rsplit("\n=== ", 1)[-1].split("\n--- stdout ---", 1)[0]
+    lines = [ln for ln in head.splitlines()[1:] if ln.strip()]
+    return lines[-1].strip() if lines else ""
