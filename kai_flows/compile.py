@@ -19,11 +19,9 @@ from hera.workflows import models as m
 
 from kai_flows.entrypoint import serialise_output
 from kai_flows.pipeline import ArtifactRef, ParamRef, Pipeline, PipelineError, Task
-from kai_flows.policy import Policy, load_policy
+from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, Policy, load_policy
 from kai_flows.step import StepInfo
 
-DEFAULT_REGISTRY = "registry.example.com"
-DEFAULT_TAG = "latest"
 STEP_SERVICE_ACCOUNT = "kai-step"
 COORDINATOR_SERVICE_ACCOUNT = "kai-coordinator"
 ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
@@ -175,8 +173,22 @@ def _artifact_argument(name: str, ref: ArtifactRef) -> m.Artifact:
                       sub_path=sub_path)
 
 
-def dag_task(task: Task) -> m.DAGTask:
-    depends = task.depends_expr or (" && ".join(sorted(task.depends)) or None)
+def direct_dependencies(tasks: dict[str, Task]) -> dict[str, set[str]]:
+    """Each task's dependencies less those implied through another dependency (a transitive reduction).
+
+    For plain `A && B` dependencies this changes nothing in Argo's outcome: a dependency reached through another
+    already had to succeed (or be skipped) first. It keeps the YAML, and the DAG picture, readable.
+    """
+    ancestors: dict[str, set[str]] = {}
+    for name, task in tasks.items():  # insertion order is a topological order: tasks only use earlier tasks
+        ancestors[name] = set(task.depends).union(*(ancestors[d] for d in task.depends))
+    return {name: {d for d in task.depends if not any(d in ancestors[o] for o in task.depends if o != d)}
+            for name, task in tasks.items()}
+
+
+def dag_task(task: Task, direct: set[str] | None = None) -> m.DAGTask:
+    deps = task.depends if direct is None else direct
+    depends = task.depends_expr or (" && ".join(sorted(deps)) or None)
     with_param = task.loop.loop_source.argo if task.loop is not None and task.loop.loop_source else None
     with_items = [m.Item(v) for v in task.loop_items] if task.loop_items is not None else None
     args = m.Arguments(
@@ -208,7 +220,9 @@ def compile_pipeline(
     if not pipeline.tasks:
         raise PipelineError(f"pipeline {pipeline.name!r} has no tasks")
     queue = policy.queue(pipeline.queue)
-    templates = [m.Template(name="main", dag=m.DAGTemplate(tasks=[dag_task(t) for t in pipeline.tasks.values()]))]
+    direct = direct_dependencies(pipeline.tasks)
+    templates = [m.Template(name="main", dag=m.DAGTemplate(
+        tasks=[dag_task(t, direct[t.name]) for t in pipeline.tasks.values()]))]
     if pipeline.exit_task is not None:
         templates.append(m.Template(name="exit-handler", dag=m.DAGTemplate(tasks=[dag_task(pipeline.exit_task)])))
     templates += _collect_templates(pipeline, policy, registry, tag)

@@ -17,6 +17,7 @@ Argo WorkflowTemplate.
 
 from __future__ import annotations
 
+import json
 import re
 import types
 import typing
@@ -51,6 +52,11 @@ class ParamRef:
     @property
     def argo(self) -> str:
         return "{{" + self.expr + "}}"
+
+    @property
+    def sources(self) -> frozenset[str]:
+        """The tasks this value comes from."""
+        return frozenset({self.source_task} if self.source_task else ())
 
     def __eq__(self, other: object) -> Condition:  # type: ignore[override]
         return Condition._compare(self, "==", other)
@@ -425,8 +431,7 @@ class Pipeline:
                     if not compatible(value.type, target):
                         raise PipelineError(f"{end} expects {_type_name(target)}, but {value.label} is "
                                             f"{_type_name(value.type)}")
-                    if value.source_task:
-                        depends.add(value.source_task)
+                    depends |= value.sources
                     if value.loop_source is not None or isinstance(value, _ItemRef):
                         note_loop(value)
                 else:
@@ -455,9 +460,10 @@ class Pipeline:
     def _check_ref(self, ref: ParamRef, end: str, exit_handler: bool) -> None:
         if ref.expr in _EXIT_ONLY and not exit_handler:
             raise PipelineError(f"{end}: {ref.expr} exists only in the exit handler")
-        if ref.source_task and ref.source_task not in self.tasks:
-            raise PipelineError(f"{end}: {ref.label} comes from task {ref.source_task!r}, which is not in "
-                                f"pipeline {self.name!r} (add it first)")
+        for source in sorted(ref.sources):
+            if source not in self.tasks:
+                raise PipelineError(f"{end}: {ref.label} comes from task {source!r}, which is not in "
+                                    f"pipeline {self.name!r} (add it first)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -470,3 +476,29 @@ def _item_of_list(items: list[Any]) -> ParamRef:
     if any(type(v) is not tp for v in items):
         raise PipelineError(f"each(): mixed item types in {items!r}")
     return _ItemRef("item", tp, "item", items=list(items))
+
+
+@dataclass(frozen=True, eq=False)
+class _JsonObjectRef(ParamRef):
+    parts: tuple[tuple[str, ParamRef], ...] = ()
+
+    @property
+    def argo(self) -> str:
+        return "{" + ", ".join(f"{json.dumps(k)}: {ref.argo}" for k, ref in self.parts) + "}"
+
+    @property
+    def sources(self) -> frozenset[str]:
+        return frozenset().union(*(ref.sources for _, ref in self.parts))
+
+
+def json_object(**values: ParamRef) -> ParamRef:
+    """One JSON object built at run time from several JSON values, e.g. the results of several tasks.
+
+    Argo substitutes text, so only values that are JSON themselves may go in: results, numbers, booleans,
+    lists and models; a plain string output would come out unquoted.
+    """
+    for key, ref in values.items():
+        if not isinstance(ref, ParamRef) or ref.type is str or (get_origin(ref.type) is Literal):
+            raise PipelineError(f"json_object(): {key!r} must be a JSON-valued reference (a result, number, list or "
+                                f"model), not {getattr(ref, 'label', repr(ref))}")
+    return _JsonObjectRef("", dict, f"json_object({', '.join(values)})", parts=tuple(values.items()))

@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 POOL_LABEL = "kai.io/node-pool"
 NAMESPACE = "kai-ml"
 QUEUE_CONFIGMAP = "kai-queues"
+DEFAULT_REGISTRY = "registry.example.com"  # compiled images are <registry>/kai/<family>:<tag>
+DEFAULT_TAG = "latest"
 DEFAULT_TASK_QUEUE_CONFIG = (
     '{"interactive":{"concurrency":5,"weight":10},"batch":{"concurrency":10,"weight":5},'
     '"maintenance":{"concurrency":2,"weight":1}}'

@@ -10,9 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kai_flows.compile import DEFAULT_REGISTRY, DEFAULT_TAG, compile_all, render_all
-from kai_flows.pipeline import PipelineError
-from kai_flows.policy import PolicyError
+from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, PolicyError
 
 console = Console(stderr=True)
 
@@ -24,6 +22,9 @@ def compile_cmd(
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if the files under --out differ"),
 ) -> None:
     """Compile every pipeline to a WorkflowTemplate and render the cluster manifests."""
+    from kai_flows.compile import compile_all, render_all  # imported here: `kai-flows --help` stays fast
+    from kai_flows.pipeline import PipelineError
+
     try:
         if check:
             drift = _drift(out, render_all(registry, tag))

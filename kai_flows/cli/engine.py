@@ -9,9 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kai_flows.engine.model import EngineError
-from kai_flows.engine.records import read_run
-from kai_flows.engine.runner import cache_dir, run_pipeline, runs_table
 
 console = Console(stderr=True)
 
@@ -43,6 +40,8 @@ def run_cmd(
     cold: bool = typer.Option(False, "--cold", help="start every step as a fresh process (no warm starts)"),
 ) -> None:
     """Run a compiled pipeline on this machine (steps as local processes, artifacts in S3)."""
+    from kai_flows.engine.model import EngineError  # imported here: `kai-flows --help` stays fast
+    from kai_flows.engine.runner import run_pipeline
     from kai_flows.store import S3Config, StoreError
 
     try:
@@ -82,6 +81,10 @@ def runs_cmd(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """List past local runs, or `runs show RUN` for one run's record."""
+    from kai_flows.engine.model import EngineError
+    from kai_flows.engine.records import read_run
+    from kai_flows.engine.runner import cache_dir, runs_table
+
     if show is not None:
         if show != "show" or not run:
             console.print("[red]error:[/red] usage: kai-flows runs [show RUN]")
