@@ -3,8 +3,9 @@
 A backend runs one workflow per (job, attempt) and labels it with the job id and attempt *as it creates it*,
 so a coordinator that died between creating the workflow and recording its name finds it again with
 `find_by_label` instead of submitting twice. Phases are Argo's: Pending, Running, Succeeded, Failed, Error.
-The local-engine and Argo backends implement the same protocol (for Argo: labels in the Workflow's metadata,
-and a deterministic metadata.name per job and attempt so a duplicate create fails with AlreadyExists).
+The local-engine (local_backend.py) and Argo (argo_backend.py) backends implement the same protocol (for Argo:
+labels in the Workflow's metadata, and a deterministic metadata.name per job and attempt so a duplicate create
+fails with AlreadyExists).
 """
 
 from __future__ import annotations
@@ -195,12 +196,21 @@ class SubprocessBackend:
 
 
 def make_backend(name: str, **options: str) -> Backend:
-    """The backend the CLI names. The lead registers `local` (the engine) and `argo` here."""
+    """The backend the CLI names: `local` (the engine; state in --state-dir, $KAI_LOCAL_BACKEND_DIR or the engine
+    cache), `argo` (kai_flows.submit; cluster and S3 from the environment) or `subprocess` (tests)."""
     if name == "subprocess":
         state = options.get("state_dir") or os.environ.get("KAI_SUBPROCESS_BACKEND_DIR")
         if not state:
             raise BackendError("the subprocess backend needs a state directory (--state-dir)")
         return SubprocessBackend(state)
-    if name in ("local", "argo"):
-        raise BackendError(f"backend {name!r} is not wired into the coordinator yet")
+    if name == "local":
+        from kai_flows.engine.runner import cache_dir
+        from kai_flows.ledger.local_backend import LocalEngineBackend
+
+        state = options.get("state_dir") or os.environ.get("KAI_LOCAL_BACKEND_DIR") or str(cache_dir() / "coordinator")
+        return LocalEngineBackend(state)
+    if name == "argo":
+        from kai_flows.ledger.argo_backend import ArgoBackend
+
+        return ArgoBackend.from_env()
     raise BackendError(f"unknown backend {name!r}; known: local, argo, subprocess")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kai_flows.pipeline import Pipeline
-from kai_flows.pipelines import image_quality
+from kai_flows.pipelines import image_quality, mobile_optimization, reconstruction
 
 PIPELINES: dict[str, Callable[[], Pipeline]] = {
     "image-quality": image_quality.build,
+    "mobile-optimization": mobile_optimization.build,
+    "reconstruction": reconstruction.build,
 }

@@ -1,0 +1,287 @@
+"""Radiance-field surface path: train a dense voxel radiance field on posed images, then mesh it.
+
+``radiance_field`` fits a DVGO-style density + colour grid (steps/_nerf.py) to every posed view of a COLMAP model
+with Adam, coarse-to-fine (half resolution for the first quarter of the iterations), and writes ``field/field.pt``
+and ``field/summary.json``. Every 8th view (by name) is held out for the PSNR it reports when there are at least
+8 views; with fewer, 2% of the pixels are. ``field_mesh`` runs marching cubes on the per-voxel opacity and colours
+the vertices from the colour grid. Both write in the viewer frame the dense path uses (+Y up, cameras on +Z).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import open3d as o3d
+import torch
+from pydantic import BaseModel
+from skimage.measure import marching_cubes
+
+from kai_flows.step import In, Out, step
+from steps._colmap import PosedViews, ReconstructionInputError, load_views
+from steps._geometry import clean_mesh, decimate, viewer_rotation
+from steps._io import staged_dir, write_json
+from steps._nerf import VoxelField, grid_shape, psnr, render_rays, shift_for, total_variation
+from steps.mesh import MeshSummary
+
+LR = 0.1  # DVGO's grid learning rate
+LR_DENSITY = 0.1
+ALPHA_INIT = 1e-4
+ENTROPY_WEIGHT = 0.01  # pushes each ray to all-surface or all-background
+TV_WEIGHT = 1e-4
+EVAL_RAYS = 16384
+DEFAULT_LEVEL = 0.5  # opacity over one voxel at the surface
+
+
+class RadianceFieldError(ReconstructionInputError):
+    """The field cannot be trained or meshed from these inputs (one-line message)."""
+
+
+class FieldSummary(BaseModel):
+    psnr: float  # held-out rays
+    baseline_psnr: float  # the same rays predicted by the mean training colour
+    train_psnr: float
+    iterations: int
+    grid: list[int]
+    num_views: int
+    seconds: float
+    device: str
+
+
+def _device(device: str) -> torch.device:
+    if device not in ("auto", "cpu", "cuda"):
+        raise RadianceFieldError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RadianceFieldError("device 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _image_dir(images: Path) -> Path:
+    """The preprocess step's output holds ``images/``; a plain folder of images is used as it is."""
+    images = Path(images)
+    if not images.is_dir():
+        raise RadianceFieldError(f"images folder {images} does not exist")
+    return images / "images" if (images / "images").is_dir() else images
+
+
+def scene_box(pv: PosedViews) -> tuple[np.ndarray, np.ndarray]:
+    """The 1st-99th percentile box of the sparse points, padded by 10% a side; without points, a cube around
+    the point the cameras look at, half the median camera distance across."""
+    centres = np.array([v.center for v in pv.views])
+    if len(pv.points) >= 20:
+        lo, hi = np.percentile(pv.points, [1, 99], axis=0)
+    else:
+        # Least-squares point nearest every optical axis.
+        axes = np.array([v.axis for v in pv.views])
+        P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
+        target = np.linalg.lstsq(P.sum(0), np.einsum("nij,nj->i", P, centres), rcond=None)[0]
+        r = 0.5 * float(np.median(np.linalg.norm(centres - target, axis=1)))
+        lo, hi = target - r, target + r
+    pad = 0.1 * (hi - lo).max()
+    lo, hi = lo - pad, hi + pad
+    if not np.all(np.isfinite([lo, hi])) or (hi - lo).min() <= 0:
+        raise RadianceFieldError("the sparse points give an empty scene box")
+    return lo, hi
+
+
+@dataclass
+class Rays:
+    """Every pixel of every view, rays built on demand per batch (pixels stay uint8 on the device)."""
+
+    rgb: torch.Tensor  # (P, 3) uint8
+    view: torch.Tensor  # (P,) view index
+    uv: torch.Tensor  # (P, 2) pixel centres
+    k_inv: torch.Tensor  # (V, 3, 3)
+    c2w: torch.Tensor  # (V, 3, 3)
+    centre: torch.Tensor  # (V, 3)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v = self.view[idx]
+        pix = torch.cat([self.uv[idx], torch.ones_like(self.uv[idx, :1])], dim=1)
+        d = torch.einsum("nij,nj->ni", self.c2w[v], torch.einsum("nij,nj->ni", self.k_inv[v], pix))
+        d = d / d.norm(dim=-1, keepdim=True)
+        return self.centre[v], d, self.rgb[idx].float() / 255.0
+
+
+def _rays(pv: PosedViews, dev: torch.device) -> Rays:
+    rgb, view, uv = [], [], []
+    for i, v in enumerate(pv.views):
+        h, w = v.image.shape[:2]
+        # COLMAP's pixel (0, 0) covers [0, 1) x [0, 1): its centre is at 0.5.
+        u, vv = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+        rgb.append(v.image.reshape(-1, 3))
+        uv.append(np.stack([u.ravel(), vv.ravel()], 1))
+        view.append(np.full(h * w, i))
+    t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
+    return Rays(t(np.concatenate(rgb), torch.uint8), t(np.concatenate(view), torch.long), t(np.concatenate(uv)),
+                t(np.stack([np.linalg.inv(v.K) for v in pv.views])), t(np.stack([v.R.T for v in pv.views])),
+                t(np.stack([v.center for v in pv.views])))
+
+
+def _split(pv: PosedViews, rays: Rays, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and held-out pixel indices (on the CPU, where the seeded generator lives)."""
+    view = rays.view.cpu()
+    if len(pv.views) >= 8:
+        held = (view % 8) == 0
+    else:
+        held = torch.rand(len(view), generator=gen) < 0.02
+    train, test = (~held).nonzero()[:, 0], held.nonzero()[:, 0]
+    if len(test) > EVAL_RAYS:
+        test = test[torch.randperm(len(test), generator=gen)[:EVAL_RAYS]]
+    return train, test
+
+
+@torch.no_grad()
+def _evaluate(field: VoxelField, rays: Rays, idx: torch.Tensor, chunk: int = 4096) -> tuple[float, torch.Tensor]:
+    preds, gts = [], []
+    for s in range(0, len(idx), chunk):
+        o, d, gt = rays.batch(idx[s:s + chunk].to(rays.rgb.device))
+        preds.append(render_rays(field, o, d).rgb.clamp(0, 1))
+        gts.append(gt)
+    pred, gt = torch.cat(preds), torch.cat(gts)
+    return psnr(pred, gt), gt
+
+
+def _optimizer(field: VoxelField) -> torch.optim.Optimizer:
+    return torch.optim.Adam([{"params": [field.density], "lr": LR_DENSITY, "base": LR_DENSITY},
+                             {"params": [field.colour, field.background], "lr": LR, "base": LR}],
+                            betas=(0.9, 0.99))
+
+
+def train(pv: PosedViews, iterations: int, grid_size: int, rays_per_batch: int, seed: int,
+          dev: torch.device, progress: Callable[[int, float], None] | None = None) -> tuple[VoxelField, dict]:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    rays = _rays(pv, dev)
+    train_idx, test_idx = _split(pv, rays, gen)
+    lo, hi = scene_box(pv)
+    fine = grid_shape(lo, hi, grid_size)
+    coarse_until = iterations // 4 if grid_size >= 32 else 0
+    start = grid_shape(lo, hi, max(16, grid_size // 2)) if coarse_until else fine
+    field = VoxelField(lo, hi, start, shift_for(ALPHA_INIT)).to(dev)
+    mean_rgb = rays.rgb[train_idx.to(dev)].float().mean(0) / 255.0
+    with torch.no_grad():
+        field.background.copy_(torch.logit(mean_rgb.clamp(0.02, 0.98)))
+    opt = _optimizer(field)
+    for it in range(iterations):
+        if it == coarse_until and start != fine:
+            field.upsample(fine)
+            opt = _optimizer(field)
+        # Cosine decay to a tenth: large steps find the surface, small ones settle colour.
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(1, iterations))))
+        pick = train_idx[torch.randint(len(train_idx), (rays_per_batch,), generator=gen)]
+        jitter = torch.rand(rays_per_batch, 1, generator=gen)
+        o, d, gt = rays.batch(pick.to(dev))
+        out = render_rays(field, o, d, jitter=jitter.to(dev))
+        t = out.transmittance.clamp(1e-6, 1 - 1e-6)
+        entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean()
+        loss = torch.nn.functional.mse_loss(out.rgb, gt) + ENTROPY_WEIGHT * entropy
+        loss = loss + TV_WEIGHT * total_variation(field.density)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(it, float(loss.detach()))
+    test_psnr, test_gt = _evaluate(field, rays, test_idx)
+    base = psnr(mean_rgb.expand_as(test_gt), test_gt)
+    train_psnr, _ = _evaluate(field, rays, train_idx[torch.randperm(len(train_idx), generator=gen)[:EVAL_RAYS]])
+    return field, {"psnr": round(test_psnr, 3), "baseline_psnr": round(base, 3), "train_psnr": round(train_psnr, 3),
+                   "held_out_rays": len(test_idx)}
+
+
+# Peak RSS: see bench/radiance_field.py.
+@step(image="nerf", gpu=1, pool="gpu-high-end", cpu="4", memory="16Gi", cpu_fallback=True, timeout="2h")
+def radiance_field(
+    images: In[Path],
+    sparse: In[Path],
+    field: Out[Path],
+    iterations: int = 2000,
+    grid_size: int = 96,
+    rays_per_batch: int = 4096,
+    max_image_size: int = 400,
+    seed: int = 0,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+) -> FieldSummary:
+    """Write ``field/field.pt`` (grids, box, viewer rotation) and ``field/summary.json``."""
+    t0 = time.perf_counter()
+    dev = _device(device)
+    for name, value, least in (("iterations", iterations, 1), ("grid_size", grid_size, 8),
+                               ("rays_per_batch", rays_per_batch, 1), ("max_image_size", max_image_size, 16)):
+        if value < least:
+            raise RadianceFieldError(f"{name} must be at least {least}, not {value}")
+    pv = load_views(_image_dir(images), Path(sparse), max_image_size)
+    torch_field, scores = train(pv, iterations, grid_size, rays_per_batch, seed, dev)
+    rot = viewer_rotation(np.array([v.axis for v in pv.views]), np.array([v.R[1] for v in pv.views]))
+    with staged_dir(Path(field)) as out:
+        torch.save({**torch_field.state(), "viewer_from_model": torch.as_tensor(rot)}, out / "field.pt")
+        summary = FieldSummary(psnr=scores["psnr"], baseline_psnr=scores["baseline_psnr"],
+                               train_psnr=scores["train_psnr"], iterations=iterations,
+                               grid=list(torch_field.shape), num_views=len(pv.views),
+                               seconds=round(time.perf_counter() - t0, 3), device=str(dev))
+        write_json(out / "summary.json", {**summary.model_dump(), **scores, "grid_size": grid_size,
+                                          "rays_per_batch": rays_per_batch, "max_image_size": max_image_size,
+                                          "seed": seed, "views": [v.name for v in pv.views],
+                                          "viewer_from_model": rot.round(12).tolist()})
+    return summary
+
+
+def load_field(field: Path) -> tuple[VoxelField, np.ndarray]:
+    path = Path(field) / "field.pt"
+    if not path.is_file():
+        raise RadianceFieldError(f"{path} does not exist: the field input holds no field.pt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return VoxelField.from_state(state), state["viewer_from_model"].numpy()
+    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+        raise RadianceFieldError(f"{path} is not a radiance field written by radiance_field: {exc}") from None
+
+
+@step(image="nerf", pool="cpu-optimized", cpu="2", memory="4Gi", timeout="30m")
+def field_mesh(
+    field: In[Path],
+    mesh: Out[Path],
+    level: float | None = None,
+    face_budget: int = 200000,
+) -> MeshSummary:
+    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), vertex colours from the field's
+    view-independent colour: ``mesh/mesh.ply`` and ``mesh/summary.json``."""
+    t0 = time.perf_counter()
+    level = DEFAULT_LEVEL if level is None else float(level)
+    if not 0.0 < level < 1.0:
+        raise RadianceFieldError(f"level is an opacity and must lie strictly between 0 and 1, not {level}")
+    if face_budget < 100:
+        raise RadianceFieldError(f"face_budget {face_budget} is too small; give at least 100 faces")
+    vf, rot = load_field(Path(field))
+    with torch.no_grad():
+        opacity = vf.opacity(vf.density[0, 0], 1.0).numpy()
+    if not opacity.min() < level < opacity.max():
+        raise RadianceFieldError(f"the field's opacity spans [{opacity.min():.3g}, {opacity.max():.3g}]: "
+                                 f"no surface at level {level}")
+    spacing = ((vf.hi - vf.lo) / (torch.tensor(vf.shape) - 1)).numpy()
+    verts, faces, _, _ = marching_cubes(opacity, level, spacing=tuple(spacing.astype(float)))
+    verts = verts + vf.lo.numpy()
+    with torch.no_grad():
+        colours = vf.rgb(torch.as_tensor(verts, dtype=torch.float32), None).numpy()
+    surface = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts.astype(np.float64)),
+                                        o3d.utility.Vector3iVector(faces.astype(np.int32)))
+    surface.vertex_colors = o3d.utility.Vector3dVector(colours.astype(np.float64))
+    surface = decimate(clean_mesh(surface), face_budget)
+    if len(surface.triangles) == 0:
+        raise RadianceFieldError(f"no surface survived cleaning of the field in {field}")
+    surface.rotate(rot, center=(0, 0, 0))
+    surface.compute_vertex_normals()
+    with staged_dir(Path(mesh)) as out:
+        o3d.io.write_triangle_mesh(str(out / "mesh.ply"), surface, write_ascii=False, write_vertex_normals=True,
+                                   write_vertex_colors=True)
+        summary = MeshSummary(method="radiance_field", num_vertices=len(surface.vertices),
+                              num_faces=len(surface.triangles), watertight=bool(surface.is_watertight()),
+                              seconds=round(time.perf_counter() - t0, 3))
+        write_json(out / "summary.json", {**summary.model_dump(), "face_budget": face_budget, "level": level,
+                                          "viewer_from_model": rot.round(12).tolist()})
+    return summary
