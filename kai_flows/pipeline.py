@@ -216,6 +216,7 @@ class Task:
     loop: ParamRef | None = None
     loop_items: list[Any] | None = None
     depends_expr: str | None = None
+    exit_handler: bool = False
     _pipeline: Pipeline | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> ParamRef | ArtifactRef:
@@ -227,7 +228,9 @@ class Task:
                         f"task {self.name!r} fans out: its artifact {name!r} is not aggregated (Argo aggregates "
                         "parameters and results only)"
                     )
-                return ArtifactRef(f"{self.name}.{name}", self.name, artifact=name, optional=a.optional)
+                # Argo names the exit handler's nodes <workflow>.onExit.<task>.
+                source = f"onExit.{self.name}" if self.exit_handler else self.name
+                return ArtifactRef(f"{source}.{name}", source, artifact=name, optional=a.optional)
         if name in self.step.output_params:
             assert self.step.returns is not None
             tp = self.step.returns.model_fields[name].annotation
@@ -381,6 +384,7 @@ class Pipeline:
         info = step_info(func)
         task = self._build_task(info.name, info, kwargs, exit_handler=True)
         task.when = when
+        task.exit_handler = True
         self.exit_task = task
         return task
 

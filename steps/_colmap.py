@@ -78,7 +78,7 @@ class PosedViews:
 
 
 def image_folder(images: Path) -> Path:
-    """Where the photos are: ``images/images`` in a preprocess output (beside ``camera_prior.json``), else ``images``."""
+    """Where the photos are: ``images/images`` in a preprocess output (beside camera_prior.json), else ``images``."""
     images = Path(images)
     nested = images / "images"
     return nested if nested.is_dir() and (images / "camera_prior.json").is_file() else images

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -112,13 +113,17 @@ class Rendered:
 
 
 def render_rays(field: VoxelField, o: torch.Tensor, d: torch.Tensor, jitter: torch.Tensor | None = None,
-                colour_threshold: float = 1e-4) -> Rendered:
+                colour_threshold: float = 1e-4, max_distance: float | None = None) -> Rendered:
     """Alpha compositing at a fixed world step of half a voxel. ``d`` unit directions; ``jitter`` (B, 1) in [0, 1)
-    offsets the samples during training. Colour is only evaluated where a sample's weight can matter."""
+    offsets the samples during training; ``max_distance`` cuts rays short. Colour is only evaluated where a
+    sample's weight can matter."""
     voxel = field.voxel_size
     step = voxel * STEP_RATIO
     near, far = box_hits(field, o, d)
     span = float((field.hi - field.lo).norm())
+    if max_distance is not None:
+        far = torch.minimum(far, near + max_distance)
+        span = min(span, max_distance)
     n = max(1, math.ceil(span / step))
     offs = torch.arange(n, device=o.device, dtype=o.dtype) + (0.5 if jitter is None else jitter)
     t = near[:, None] + offs * step  # (B, S)
@@ -141,6 +146,21 @@ def render_rays(field: VoxelField, o: torch.Tensor, d: torch.Tensor, jitter: tor
     return Rendered(rgb, t_last)
 
 
+@torch.no_grad()
+def surface_colour(field: VoxelField, verts: torch.Tensor, normals: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
+    """The colour a camera looking straight at each surface point sees: a short ray from two voxels outside along
+    the inward normal, composited without the background. Reading the grid at the vertex itself would blend in
+    the never-seen interior (still at its initial grey)."""
+    out = []
+    reach = 2.0 * field.voxel_size
+    for s in range(0, len(verts), chunk):
+        v, n = verts[s:s + chunk], normals[s:s + chunk]
+        r = render_rays(field, v + reach * n, -n, max_distance=3.0 * reach)
+        fg = r.rgb - r.transmittance[:, None] * torch.sigmoid(field.background)
+        out.append((fg / (1.0 - r.transmittance[:, None]).clamp_min(1e-3)).clamp(0.0, 1.0))
+    return torch.cat(out) if out else torch.zeros(0, 3)
+
+
 def total_variation(grid: torch.Tensor) -> torch.Tensor:
     return (grid.diff(dim=2).square().mean() + grid.diff(dim=3).square().mean() + grid.diff(dim=4).square().mean())
 
@@ -148,6 +168,93 @@ def total_variation(grid: torch.Tensor) -> torch.Tensor:
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     mse = float(F.mse_loss(pred, target))
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+# COLMAP camera model -> (names of the cv2 distortion coefficients k1, k2, p1, p2 taken from params[start:])
+_DISTORTION = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
+
+
+@dataclass
+class PosedImage:
+    """World-to-camera ``x_cam = R x + t``; ``K`` in COLMAP's convention (pixel (0, 0) centred at (0.5, 0.5));
+    ``valid`` marks the pixels undistortion could fill."""
+
+    name: str
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    image: np.ndarray  # RGB uint8
+    valid: np.ndarray  # bool (H, W)
+
+    @property
+    def center(self) -> np.ndarray:
+        return -self.R.T @ self.t
+
+    @property
+    def axis(self) -> np.ndarray:
+        return self.R[2]
+
+
+def _undistort(img: np.ndarray, K: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = img.shape[:2]
+    K_cv = K.copy()
+    K_cv[:2, 2] -= 0.5  # OpenCV puts pixel centres on integers
+    mx, my = cv2.initUndistortRectifyMap(K_cv, dist, None, K_cv, (w, h), cv2.CV_32FC1)
+    out = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    valid = cv2.remap(np.ones((h, w), np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return out, valid > 0.999
+
+
+def load_posed(images, sparse, max_image_size: int) -> tuple[list[PosedImage], np.ndarray]:
+    """Every posed image of the COLMAP model, shrunk to ``max_image_size`` and undistorted with OpenCV (pinhole
+    and radial models; the intrinsics follow the image files' actual size), and the sparse points (N, 3)."""
+    from pathlib import Path
+
+    from steps._colmap import ReconstructionInputError, load_model
+
+    images = Path(images)
+    rec = load_model(Path(sparse))
+    posed = sorted((img for img in rec.images.values() if img.has_pose), key=lambda i: i.name)
+    missing = [img.name for img in posed if not (images / img.name).is_file()]
+    if missing:
+        raise ReconstructionInputError(f"{len(missing)} posed images of the model are not in {images}: "
+                                       f"{', '.join(missing[:5])}")
+    out = []
+    for img in posed:
+        cam = rec.cameras[img.camera_id]
+        model = cam.model.name
+        if model not in _DISTORTION:
+            raise ReconstructionInputError(f"camera {img.camera_id} of {img.name} is {model}; the radiance field "
+                                           f"reads {', '.join(_DISTORTION)}")
+        bgr = cv2.imread(str(images / img.name), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ReconstructionInputError(f"cannot decode image {images / img.name}")
+        K = np.array(cam.calibration_matrix(), dtype=float)
+        h, w = bgr.shape[:2]
+        K[0] *= w / cam.width  # an image stored at another size than the model's camera
+        K[1] *= h / cam.height
+        scale = min(1.0, max_image_size / max(w, h))
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            K[0] *= bgr.shape[1] / w
+            K[1] *= bgr.shape[0] / h
+        dist = np.zeros(4)
+        n = _DISTORTION[model]
+        dist[:n] = np.asarray(cam.params)[-n:] if n else []
+        valid = np.ones(bgr.shape[:2], bool)
+        if np.any(dist != 0):
+            bgr, valid = _undistort(bgr, K, dist)
+        pose = img.cam_from_world()
+        out.append(PosedImage(img.name, K, pose.rotation.matrix(), np.asarray(pose.translation, dtype=float),
+                              cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), valid))
+    pts = np.array([p.xyz for p in rec.points3D.values()], dtype=float).reshape(-1, 3)
+    return out, pts
+
+
+def sphere_colour(points: np.ndarray, radius: float = 1.0) -> np.ndarray:
+    """The sphere scene's true RGB in [0, 1] at (or radially nearest to) ``points``."""
+    unit = points / np.linalg.norm(points, axis=-1, keepdims=True)
+    return 0.5 + 0.45 * np.sin(unit * [3.0, 4.0, 5.0])
 
 
 def sphere_scene(out, views: int = 16, width: int = 100, height: int = 75, radius: float = 1.0,
@@ -167,7 +274,7 @@ def sphere_scene(out, views: int = 16, width: int = 100, height: int = 75, radiu
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "sparse").mkdir(parents=True, exist_ok=True)
     sphere = trimesh.creation.icosphere(subdivisions=5, radius=radius)
-    vcol = 0.5 + 0.45 * np.sin(np.asarray(sphere.vertices) * [3.0, 4.0, 5.0] / radius)
+    vcol = sphere_colour(np.asarray(sphere.vertices), radius)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3c.Tensor(np.asarray(sphere.vertices, np.float32)),
                         o3c.Tensor(np.asarray(sphere.faces, np.uint32)))

@@ -163,7 +163,7 @@ def aggregate_quality(
     scores: list[ImageScore],
     report: Out[Path],
     min_images: int = 3,
-    min_side: int = 640,
+    min_side: int = 480,
     min_sharpness: float = 40.0,
     max_clipped: float = 0.25,
     duplicate_distance: int = 4,

@@ -23,15 +23,25 @@ from pydantic import BaseModel
 from skimage.measure import marching_cubes
 
 from kai_flows.step import In, Out, step
-from steps._colmap import PosedViews, ReconstructionInputError, load_views
+from steps._colmap import ReconstructionInputError
 from steps._geometry import clean_mesh, decimate, viewer_rotation
 from steps._io import staged_dir, write_json
-from steps._nerf import VoxelField, grid_shape, psnr, render_rays, shift_for, total_variation
+from steps._nerf import (
+    PosedImage,
+    VoxelField,
+    grid_shape,
+    load_posed,
+    psnr,
+    render_rays,
+    shift_for,
+    surface_colour,
+    total_variation,
+)
 from steps.mesh import MeshSummary
 
 LR = 0.1  # DVGO's grid learning rate
-LR_DENSITY = 0.1
-ALPHA_INIT = 1e-4
+LR_DENSITY = 0.5  # faster than DVGO's 0.1: the surface must appear within a few hundred steps
+ALPHA_INIT = 1e-2  # DVGO's fine-stage start: gradients reach the density from the first step
 ENTROPY_WEIGHT = 0.01  # pushes each ray to all-surface or all-background
 TV_WEIGHT = 1e-4
 EVAL_RAYS = 16384
@@ -69,15 +79,15 @@ def _image_dir(images: Path) -> Path:
     return images / "images" if (images / "images").is_dir() else images
 
 
-def scene_box(pv: PosedViews) -> tuple[np.ndarray, np.ndarray]:
+def scene_box(views: list[PosedImage], points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 1st-99th percentile box of the sparse points, padded by 10% a side; without points, a cube around
     the point the cameras look at, half the median camera distance across."""
-    centres = np.array([v.center for v in pv.views])
-    if len(pv.points) >= 20:
-        lo, hi = np.percentile(pv.points, [1, 99], axis=0)
+    centres = np.array([v.center for v in views])
+    if len(points) >= 20:
+        lo, hi = np.percentile(points, [1, 99], axis=0)
     else:
         # Least-squares point nearest every optical axis.
-        axes = np.array([v.axis for v in pv.views])
+        axes = np.array([v.axis for v in views])
         P = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]
         target = np.linalg.lstsq(P.sum(0), np.einsum("nij,nj->i", P, centres), rcond=None)[0]
         r = 0.5 * float(np.median(np.linalg.norm(centres - target, axis=1)))
@@ -108,25 +118,26 @@ class Rays:
         return self.centre[v], d, self.rgb[idx].float() / 255.0
 
 
-def _rays(pv: PosedViews, dev: torch.device) -> Rays:
+def _rays(views: list[PosedImage], dev: torch.device) -> Rays:
+    """The valid pixels of every view (those undistortion could not fill are left out)."""
     rgb, view, uv = [], [], []
-    for i, v in enumerate(pv.views):
+    for i, v in enumerate(views):
         h, w = v.image.shape[:2]
         # COLMAP's pixel (0, 0) covers [0, 1) x [0, 1): its centre is at 0.5.
         u, vv = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-        rgb.append(v.image.reshape(-1, 3))
-        uv.append(np.stack([u.ravel(), vv.ravel()], 1))
-        view.append(np.full(h * w, i))
+        rgb.append(v.image[v.valid])
+        uv.append(np.stack([u[v.valid], vv[v.valid]], 1))
+        view.append(np.full(int(v.valid.sum()), i))
     t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
     return Rays(t(np.concatenate(rgb), torch.uint8), t(np.concatenate(view), torch.long), t(np.concatenate(uv)),
-                t(np.stack([np.linalg.inv(v.K) for v in pv.views])), t(np.stack([v.R.T for v in pv.views])),
-                t(np.stack([v.center for v in pv.views])))
+                t(np.stack([np.linalg.inv(v.K) for v in views])), t(np.stack([v.R.T for v in views])),
+                t(np.stack([v.center for v in views])))
 
 
-def _split(pv: PosedViews, rays: Rays, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(views: list[PosedImage], rays: Rays, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Training and held-out pixel indices (on the CPU, where the seeded generator lives)."""
     view = rays.view.cpu()
-    if len(pv.views) >= 8:
+    if len(views) >= 8:
         held = (view % 8) == 0
     else:
         held = torch.rand(len(view), generator=gen) < 0.02
@@ -153,13 +164,13 @@ def _optimizer(field: VoxelField) -> torch.optim.Optimizer:
                             betas=(0.9, 0.99))
 
 
-def train(pv: PosedViews, iterations: int, grid_size: int, rays_per_batch: int, seed: int,
+def train(views: list[PosedImage], points: np.ndarray, iterations: int, grid_size: int, rays_per_batch: int, seed: int,
           dev: torch.device, progress: Callable[[int, float], None] | None = None) -> tuple[VoxelField, dict]:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    rays = _rays(pv, dev)
-    train_idx, test_idx = _split(pv, rays, gen)
-    lo, hi = scene_box(pv)
+    rays = _rays(views, dev)
+    train_idx, test_idx = _split(views, rays, gen)
+    lo, hi = scene_box(views, points)
     fine = grid_shape(lo, hi, grid_size)
     coarse_until = iterations // 4 if grid_size >= 32 else 0
     start = grid_shape(lo, hi, max(16, grid_size // 2)) if coarse_until else fine
@@ -215,18 +226,18 @@ def radiance_field(
                                ("rays_per_batch", rays_per_batch, 1), ("max_image_size", max_image_size, 16)):
         if value < least:
             raise RadianceFieldError(f"{name} must be at least {least}, not {value}")
-    pv = load_views(_image_dir(images), Path(sparse), max_image_size)
-    torch_field, scores = train(pv, iterations, grid_size, rays_per_batch, seed, dev)
-    rot = viewer_rotation(np.array([v.axis for v in pv.views]), np.array([v.R[1] for v in pv.views]))
+    views, points = load_posed(_image_dir(images), Path(sparse), max_image_size)
+    torch_field, scores = train(views, points, iterations, grid_size, rays_per_batch, seed, dev)
+    rot = viewer_rotation(np.array([v.axis for v in views]), np.array([v.R[1] for v in views]))
     with staged_dir(Path(field)) as out:
         torch.save({**torch_field.state(), "viewer_from_model": torch.as_tensor(rot)}, out / "field.pt")
         summary = FieldSummary(psnr=scores["psnr"], baseline_psnr=scores["baseline_psnr"],
                                train_psnr=scores["train_psnr"], iterations=iterations,
-                               grid=list(torch_field.shape), num_views=len(pv.views),
+                               grid=list(torch_field.shape), num_views=len(views),
                                seconds=round(time.perf_counter() - t0, 3), device=str(dev))
         write_json(out / "summary.json", {**summary.model_dump(), **scores, "grid_size": grid_size,
                                           "rays_per_batch": rays_per_batch, "max_image_size": max_image_size,
-                                          "seed": seed, "views": [v.name for v in pv.views],
+                                          "seed": seed, "views": [v.name for v in views],
                                           "viewer_from_model": rot.round(12).tolist()})
     return summary
 
@@ -249,8 +260,8 @@ def field_mesh(
     level: float | None = None,
     face_budget: int = 200000,
 ) -> MeshSummary:
-    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), vertex colours from the field's
-    view-independent colour: ``mesh/mesh.ply`` and ``mesh/summary.json``."""
+    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), vertex colours rendered from the field head-on:
+    ``mesh/mesh.ply`` and ``mesh/summary.json``."""
     t0 = time.perf_counter()
     level = DEFAULT_LEVEL if level is None else float(level)
     if not 0.0 < level < 1.0:
@@ -264,10 +275,11 @@ def field_mesh(
         raise RadianceFieldError(f"the field's opacity spans [{opacity.min():.3g}, {opacity.max():.3g}]: "
                                  f"no surface at level {level}")
     spacing = ((vf.hi - vf.lo) / (torch.tensor(vf.shape) - 1)).numpy()
-    verts, faces, _, _ = marching_cubes(opacity, level, spacing=tuple(spacing.astype(float)))
+    # Opacity is higher inside, so the normals of the "descent" orientation point outwards.
+    verts, faces, normals, _ = marching_cubes(opacity, level, spacing=tuple(spacing.astype(float)))
     verts = verts + vf.lo.numpy()
-    with torch.no_grad():
-        colours = vf.rgb(torch.as_tensor(verts, dtype=torch.float32), None).numpy()
+    colours = surface_colour(vf, torch.as_tensor(verts, dtype=torch.float32),
+                             torch.as_tensor(np.ascontiguousarray(normals), dtype=torch.float32)).numpy()
     surface = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts.astype(np.float64)),
                                         o3d.utility.Vector3iVector(faces.astype(np.int32)))
     surface.vertex_colors = o3d.utility.Vector3dVector(colours.astype(np.float64))

@@ -46,7 +46,7 @@ def _ensure_sample(folder: Path) -> Path:
 
 def demo_cmd(
     out: Path = typer.Option(Path("out/demo"), "--out", "-o", help="where the run's outputs go (replaced)"),
-    tier: str = typer.Option("draft", "--tier", help="quality tier: draft, standard or high"),
+    tier: str = typer.Option("standard", "--tier", help="quality tier: draft, standard or high"),
     images: Path = typer.Option(None, "--images", help="reconstruct these photos instead of the sample scene"),
 ) -> None:
     """Reconstruct the sample scene (or --images) through the local engine and report accuracy."""

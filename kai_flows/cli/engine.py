@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
 console = Console(stderr=True)
 
 

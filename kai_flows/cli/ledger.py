@@ -64,7 +64,8 @@ def coordinator_cmd(
     task_queue_config: Annotated[
         str | None, typer.Option("--task-queue-config", help="Queue classes as JSON (default: the policy's).")
     ] = None,
-    state_dir: Annotated[str | None, typer.Option("--state-dir", help="The subprocess backend's folder.")] = None,
+    state_dir: Annotated[str | None, typer.Option(
+        "--state-dir", help="State folder of the local and subprocess backends (job folders, run records).")] = None,
 ) -> None:
     """Claim queued jobs by queue class, submit them, follow them and record every transition."""
     from kai_flows.ledger.backends import make_backend

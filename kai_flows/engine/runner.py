@@ -387,7 +387,9 @@ def run_pipeline(
             finally:
                 for slot in wf_slots or []:
                     slot.release()
-            if phase == "Succeeded":
+            # Whatever finished is kept: a failed run still hands over the outputs of the tasks that succeeded,
+            # the exit handler's failure report among them.
+            if not ex.stopping:
                 result_outputs = _download_outputs(st, ex, run_name, outputs_map, out)
             meta["outputs"] = {k: str(v) if v else None for k, v in result_outputs.items()}
             recorder.write(recorder.status(ex, phase, message, started, now_iso()), force=True)
@@ -440,7 +442,7 @@ def _download_outputs(st: Any, ex: Executor, run_name: str, outputs_map: Mapping
     results: dict[str, Path | None] = {}
     by_name = {n.name: n for n in ex.nodes.values()}
     for out_name, ref in outputs_map.items():
-        task, _, art = ref.partition(".")
+        task, _, art = ref.rpartition(".")  # "<task>.<artifact>", or "onExit.<task>.<artifact>" for the exit handler
         node = by_name.get(f"{run_name}.{task}")
         key = None
         for a in ((node.outputs or {}).get("artifacts", []) if node else []):

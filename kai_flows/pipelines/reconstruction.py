@@ -63,12 +63,13 @@ def build() -> Pipeline:
                    metrics=json_object(quality=gate.result, preprocess=pre.result, camera_poses=poses.result,
                                        point_cloud=dense.result, mesh=surface.result, convert=models.result))
 
-    p.on_exit(finalize, when=WORKFLOW_STATUS != "Succeeded", workflow_status=WORKFLOW_STATUS,
-              failures=WORKFLOW_FAILURES, workflow_name=WORKFLOW_NAME)
+    on_failure = p.on_exit(finalize, when=WORKFLOW_STATUS != "Succeeded", workflow_status=WORKFLOW_STATUS,
+                           failures=WORKFLOW_FAILURES, workflow_name=WORKFLOW_NAME)
     p.output("quality", gate["report"])
     p.output("cameras", poses["sparse"])
     p.output("mesh", surface["mesh"])
     p.output("models", models["models"])
     p.output("report", final["report"])
     p.output("rejection", p.tasks["report-rejection"]["report"])
+    p.output("failure-report", on_failure["report"])
     return p
