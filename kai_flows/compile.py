@@ -17,6 +17,7 @@ import yaml
 from hera.workflows import WorkflowTemplate
 from hera.workflows import models as m
 
+from kai_flows.diagram import markdown
 from kai_flows.entrypoint import serialise_output
 from kai_flows.pipeline import ArtifactRef, ParamRef, Pipeline, PipelineError, Task
 from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, Policy, load_policy
@@ -368,8 +369,11 @@ def render_all(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> dict
     from kai_flows.pipelines import PIPELINES
 
     policy = load_policy()
-    files = {f"{name}.yaml": render_documents([compile_pipeline(build(), registry=registry, tag=tag, policy=policy)])
-             for name, build in sorted(PIPELINES.items())}
+    files: dict[str, str] = {}
+    for name, build in sorted(PIPELINES.items()):
+        wt = compile_pipeline(build(), registry=registry, tag=tag, policy=policy)
+        files[f"{name}.yaml"] = render_documents([wt])
+        files[f"{name}.dag.md"] = markdown(wt)  # a picture of the DAG; kubectl apply -f skips non-YAML files
     for name, docs in cluster_manifests(policy).items():
         files[f"cluster/{name}"] = render_documents(docs)
     return files
@@ -385,8 +389,9 @@ def compile_all(out_dir: Path, registry: str = DEFAULT_REGISTRY, tag: str = DEFA
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
         written.append(path)
-    for stale in list(out_dir.glob("*.yaml")) + list(out_dir.glob("cluster/*.yaml")):
-        if stale.relative_to(out_dir).as_posix() not in files and stale.read_text().startswith(HEADER):
+    for stale in list(out_dir.glob("*.yaml")) + list(out_dir.glob("*.dag.md")) + list(out_dir.glob("cluster/*.yaml")):
+        text = stale.read_text()
+        if stale.relative_to(out_dir).as_posix() not in files and ("kai-flows compile" in text.splitlines()[0]):
             stale.unlink()
     return written
 

@@ -100,15 +100,19 @@ def runs_cmd(
         console.print(f"{kai.get('name')} ({kai.get('template')}): {record.get('phase')} "
                       f"{record.get('startedAt', '')} -> {record.get('finishedAt', '')} {record.get('message', '')}")
         table = Table()
-        for col in ("node", "type", "phase", "wall s", "cpu s", "peak MiB", "message"):
-            table.add_column(col)
-        for n in record.get("nodes", {}).values():
+        for col in ("node", "phase", "timeline", "wall s", "cpu s", "peak MiB", "message"):
+            table.add_column(col, no_wrap=col in ("node", "timeline"))
+        nodes = list(record.get("nodes", {}).values())
+        bars = timeline_bars(nodes, record.get("startedAt"), record.get("finishedAt"))
+        for n in nodes:
+            if n.get("type") not in ("Pod", "Skipped") and n.get("phase") == "Succeeded":
+                continue  # DAG and fan-out group nodes: their children carry the figures
             k = n.get("kai", {})
             peak = k.get("peakMemoryBytes")
-            table.add_row(n.get("displayName", ""), n.get("type", ""), n.get("phase", ""),
+            table.add_row(n.get("displayName", ""), n.get("phase", ""), bars.get(n.get("id", ""), ""),
                           str(k.get("wallSeconds", "")), str(k.get("cpuSeconds", "")),
                           f"{peak / 2**20:.0f}{' !' if k.get('overMemoryLimit') else ''}" if peak else "",
-                          n.get("message", "")[:80])
+                          n.get("message", "")[:60])
         Console().print(table)
         return
     rows = runs_table()
@@ -117,10 +121,31 @@ def runs_cmd(
         return
     table = Table()
     for col in ("run", "pipeline", "phase", "started", "progress", "message"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("run", "started"))
     for r in rows:
         table.add_row(r["name"], r["pipeline"], r["phase"], r["started"], r["progress"], r["message"][:60])
     Console().print(table)
+
+
+def timeline_bars(nodes: list[dict], started: str | None, finished: str | None, width: int = 32) -> dict[str, str]:
+    """A text Gantt chart: for each pod that ran, a bar placed where it ran within the whole run."""
+    from datetime import datetime
+
+    def t(value: str | None) -> float | None:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+    t0, t1 = t(started), t(finished)
+    if t0 is None or t1 is None or t1 <= t0:
+        return {}
+    bars = {}
+    for n in nodes:
+        a, b = t(n.get("startedAt")), t(n.get("finishedAt"))
+        if n.get("type") != "Pod" or a is None or b is None:
+            continue
+        lo = int((a - t0) / (t1 - t0) * width)
+        hi = max(lo + 1, round((b - t0) / (t1 - t0) * width))
+        bars[n.get("id", "")] = " " * lo + "█" * (min(hi, width) - lo) + " " * (width - min(hi, width))
+    return bars
 
 
 def register(app: typer.Typer) -> None:

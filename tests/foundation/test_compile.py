@@ -118,3 +118,14 @@ def test_cluster_manifests_least_privilege_and_secret_refs():
 def test_every_pipeline_compiles():
     for name, build in PIPELINES.items():
         assert compile_pipeline(build())["metadata"]["name"] == name
+
+
+def test_each_pipeline_gets_a_dag_picture_read_from_its_yaml():
+    files = render_all()
+    dag = files["reconstruction.dag.md"]
+    assert "```mermaid\nflowchart TD" in dag
+    assert "quality_gate --> plan_reconstruction" in dag
+    assert "plan_reconstruction -- Succeeded --> preprocess" in dag  # a depends on a task result
+    assert 'assess_image[["assess-image<br/><i>for each item</i>"]]' in dag  # fan-out
+    assert "when quality-gate.verdict == reject" in dag
+    assert "subgraph on_exit" in dag

@@ -103,5 +103,47 @@ def test_bad_inputs_fail_clearly_and_publish_nothing(scene: Path, tmp_path: Path
             radiance_field(scene, scene / "sparse", out, device="cuda")
     with pytest.raises(RadianceFieldError, match="no field.pt"):
         field_mesh(tmp_path / "empty", tmp_path / "mesh")
+    (tmp_path / "empty" / "field.pt").write_bytes(b"not a torch file")
+    with pytest.raises(RadianceFieldError, match="not a radiance field"):
+        field_mesh(tmp_path / "empty", tmp_path / "mesh")
+    # One step from the initial fog: nothing reaches the default opacity level.
+    radiance_field(scene, scene / "sparse", tmp_path / "raw", iterations=1, grid_size=8, rays_per_batch=16,
+                   device="cpu")
+    with pytest.raises(RadianceFieldError, match="no surface at level 0.5"):
+        field_mesh(tmp_path / "raw", tmp_path / "mesh")
     assert not out.exists() and not (tmp_path / "mesh").exists()
     assert len(list((scene / "images").iterdir())) == 12
+
+
+def test_radial_distortion_is_undone(scene: Path, tmp_path: Path) -> None:
+    """Images distorted with a known SIMPLE_RADIAL k come back as the pinhole renders where OpenCV can fill them."""
+    import cv2
+    import pycolmap
+
+    from steps._nerf import load_posed
+
+    k = 0.1
+    rec = pycolmap.Reconstruction(str(scene / "sparse"))
+    (tmp_path / "images").mkdir()
+    for cam in rec.cameras.values():
+        f, cx, cy = cam.params[0], cam.params[2], cam.params[3]
+        K_cv = np.array([[f, 0, cx - 0.5], [0, f, cy - 0.5], [0, 0, 1.0]])
+        u, v = np.meshgrid(np.arange(cam.width, dtype=np.float32), np.arange(cam.height, dtype=np.float32))
+        # Each distorted pixel shows the pinhole image at its undistorted position.
+        und = cv2.undistortPoints(np.stack([u, v], -1).reshape(-1, 1, 2), K_cv, np.array([k, 0, 0, 0.0]), P=K_cv)
+        mx, my = und.reshape(cam.height, cam.width, 2).transpose(2, 0, 1)
+        name = next(i.name for i in rec.images.values() if i.camera_id == cam.camera_id)
+        pinhole = cv2.imread(str(scene / "images" / name))
+        cv2.imwrite(str(tmp_path / "images" / name), cv2.remap(pinhole, mx, my, cv2.INTER_LINEAR))
+        cam.model = pycolmap.CameraModelId.SIMPLE_RADIAL
+        cam.params = [f, cx, cy, k]
+    (tmp_path / "model").mkdir()
+    rec.write(str(tmp_path / "model"))
+    views, points = load_posed(tmp_path / "images", tmp_path / "model", 400)
+    assert len(views) == 12 and len(points) == len(rec.points3D)
+    for view in views[:3]:
+        truth = cv2.cvtColor(cv2.imread(str(scene / "images" / view.name)), cv2.COLOR_BGR2RGB)
+        assert 0.5 < view.valid.mean() < 1.0 and not view.valid[0, 0]  # pincushion: corners cannot be filled
+        inner = cv2.erode(view.valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        diff = np.abs(view.image.astype(float) - truth)[inner] / 255.0
+        assert diff.mean() < 0.02
