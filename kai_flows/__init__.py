@@ -6,3 +6,11 @@ container runs), `engine` (run the compiled YAML locally), `store` (S3 artifacts
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:  # lazy: `import kai_flows` stays light for the step entry point
+    if name in ("run_pipeline", "RunResult"):
+        from kai_flows.engine import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'kai_flows' has no attribute {name!r}")
