@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -170,7 +171,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
-# COLMAP camera model -> (names of the cv2 distortion coefficients k1, k2, p1, p2 taken from params[start:])
+# COLMAP camera model -> how many of OpenCV's (k1, k2, p1, p2) its params end with
 _DISTORTION = {"SIMPLE_PINHOLE": 0, "PINHOLE": 0, "SIMPLE_RADIAL": 1, "RADIAL": 2, "OPENCV": 4}
 
 
@@ -205,11 +206,9 @@ def _undistort(img: np.ndarray, K: np.ndarray, dist: np.ndarray) -> tuple[np.nda
     return out, valid > 0.999
 
 
-def load_posed(images, sparse, max_image_size: int) -> tuple[list[PosedImage], np.ndarray]:
+def load_posed(images: Path, sparse: Path, max_image_size: int) -> tuple[list[PosedImage], np.ndarray]:
     """Every posed image of the COLMAP model, shrunk to ``max_image_size`` and undistorted with OpenCV (pinhole
     and radial models; the intrinsics follow the image files' actual size), and the sparse points (N, 3)."""
-    from pathlib import Path
-
     from steps._colmap import ReconstructionInputError, load_model
 
     images = Path(images)
@@ -262,9 +261,6 @@ def sphere_scene(out, views: int = 16, width: int = 100, height: int = 75, radiu
     """Test and benchmark data with exact answers: a sphere of ``radius`` at the origin, coloured smoothly by
     position, on a light-grey background, seen by ``views`` pinhole cameras on two rings (PINHOLE, exact poses,
     sparse points sampled on the sphere). Writes ``out/images/*.png`` and a COLMAP model in ``out/sparse``."""
-    from pathlib import Path
-
-    import cv2
     import open3d as o3d
     import open3d.core as o3c
     import pycolmap

@@ -3,13 +3,15 @@
 ``radiance_field`` fits a DVGO-style density + colour grid (steps/_nerf.py) to every posed view of a COLMAP model
 with Adam, coarse-to-fine (half resolution for the first quarter of the iterations), and writes ``field/field.pt``
 and ``field/summary.json``. Every 8th view (by name) is held out for the PSNR it reports when there are at least
-8 views; with fewer, 2% of the pixels are. ``field_mesh`` runs marching cubes on the per-voxel opacity and colours
-the vertices from the colour grid. Both write in the viewer frame the dense path uses (+Y up, cameras on +Z).
+8 views; with fewer, 2% of the pixels are. ``field_mesh`` runs marching cubes on the per-voxel opacity, keeps the
+faces a training camera sees, and colours the vertices by rendering the field head-on. The mesh is written in the
+viewer frame the dense path uses (+Y up, cameras on +Z); ``viewer_from_model`` maps it back.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 import open3d as o3d
+import open3d.core as o3c
 import torch
 from pydantic import BaseModel
 from skimage.measure import marching_cubes
@@ -230,7 +233,11 @@ def radiance_field(
     torch_field, scores = train(views, points, iterations, grid_size, rays_per_batch, seed, dev)
     rot = viewer_rotation(np.array([v.axis for v in views]), np.array([v.R[1] for v in views]))
     with staged_dir(Path(field)) as out:
-        torch.save({**torch_field.state(), "viewer_from_model": torch.as_tensor(rot)}, out / "field.pt")
+        cams = {"cam_K": torch.as_tensor(np.stack([v.K for v in views])),
+                "cam_R": torch.as_tensor(np.stack([v.R for v in views])),
+                "cam_t": torch.as_tensor(np.stack([v.t for v in views])),
+                "cam_size": torch.as_tensor([v.image.shape[1::-1] for v in views])}
+        torch.save({**torch_field.state(), **cams, "viewer_from_model": torch.as_tensor(rot)}, out / "field.pt")
         summary = FieldSummary(psnr=scores["psnr"], baseline_psnr=scores["baseline_psnr"],
                                train_psnr=scores["train_psnr"], iterations=iterations,
                                grid=list(torch_field.shape), num_views=len(views),
@@ -242,15 +249,52 @@ def radiance_field(
     return summary
 
 
-def load_field(field: Path) -> tuple[VoxelField, np.ndarray]:
+@dataclass
+class Cameras:
+    K: np.ndarray  # (V, 3, 3)
+    R: np.ndarray
+    t: np.ndarray
+    size: np.ndarray  # (V, 2) width, height
+
+
+def load_field(field: Path) -> tuple[VoxelField, np.ndarray, Cameras]:
     path = Path(field) / "field.pt"
     if not path.is_file():
         raise RadianceFieldError(f"{path} does not exist: the field input holds no field.pt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return VoxelField.from_state(state), state["viewer_from_model"].numpy()
-    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
-        raise RadianceFieldError(f"{path} is not a radiance field written by radiance_field: {exc}") from None
+        cams = Cameras(*(state[k].numpy() for k in ("cam_K", "cam_R", "cam_t", "cam_size")))
+        return VoxelField.from_state(state), state["viewer_from_model"].numpy(), cams
+    except (RuntimeError, KeyError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RadianceFieldError(f"{path} is not a radiance field written by radiance_field: {first}") from None
+
+
+def _seen_vertices(verts: np.ndarray, faces: np.ndarray, cams: Cameras, voxel: float,
+                   max_cameras: int = 32) -> np.ndarray:
+    """Vertices some training camera sees unoccluded (up to ``max_cameras`` of them, evenly picked). Inner
+    shells and fins that no camera could see (the density behind a surface gets no real gradient, and Adam still
+    moves it) are dropped; the visible surface keeps every face."""
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3c.Tensor(verts.astype(np.float32)), o3c.Tensor(faces.astype(np.uint32)))
+    seen = np.zeros(len(verts), bool)
+    for i in np.unique(np.linspace(0, len(cams.K) - 1, min(max_cameras, len(cams.K))).round().astype(int)):
+        cam = verts @ cams.R[i].T + cams.t[i]
+        pix = cam @ cams.K[i].T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = pix[:, :2] / pix[:, 2:]
+        w, h = cams.size[i]
+        cand = np.flatnonzero((cam[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+                              & ~seen)
+        if not len(cand):
+            continue
+        centre = -cams.R[i].T @ cams.t[i]
+        d = verts[cand] - centre
+        dist = np.linalg.norm(d, axis=1)
+        rays = np.concatenate([np.broadcast_to(centre, d.shape), d / dist[:, None]], 1).astype(np.float32)
+        hit = scene.cast_rays(o3c.Tensor(rays))["t_hit"].numpy()
+        seen[cand[hit >= dist - 0.25 * voxel]] = True
+    return seen
 
 
 @step(image="nerf", pool="cpu-optimized", cpu="2", memory="4Gi", timeout="30m")
@@ -260,15 +304,15 @@ def field_mesh(
     level: float | None = None,
     face_budget: int = 200000,
 ) -> MeshSummary:
-    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), vertex colours rendered from the field head-on:
-    ``mesh/mesh.ply`` and ``mesh/summary.json``."""
+    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), faces no training camera sees dropped,
+    vertex colours rendered from the field head-on: ``mesh/mesh.ply`` and ``mesh/summary.json``."""
     t0 = time.perf_counter()
     level = DEFAULT_LEVEL if level is None else float(level)
     if not 0.0 < level < 1.0:
         raise RadianceFieldError(f"level is an opacity and must lie strictly between 0 and 1, not {level}")
     if face_budget < 100:
         raise RadianceFieldError(f"face_budget {face_budget} is too small; give at least 100 faces")
-    vf, rot = load_field(Path(field))
+    vf, rot, cams = load_field(Path(field))
     with torch.no_grad():
         opacity = vf.opacity(vf.density[0, 0], 1.0).numpy()
     if not opacity.min() < level < opacity.max():
@@ -280,6 +324,8 @@ def field_mesh(
     verts = verts + vf.lo.numpy()
     colours = surface_colour(vf, torch.as_tensor(verts, dtype=torch.float32),
                              torch.as_tensor(np.ascontiguousarray(normals), dtype=torch.float32)).numpy()
+    seen = _seen_vertices(verts, faces, cams, vf.voxel_size)
+    faces = faces[seen[faces].any(axis=1)]
     surface = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts.astype(np.float64)),
                                         o3d.utility.Vector3iVector(faces.astype(np.int32)))
     surface.vertex_colors = o3d.utility.Vector3dVector(colours.astype(np.float64))

@@ -10,5 +10,6 @@ from kai_flows.pipelines import image_quality, mobile_optimization, reconstructi
 PIPELINES: dict[str, Callable[[], Pipeline]] = {
     "image-quality": image_quality.build,
     "mobile-optimization": mobile_optimization.build,
+    "radiance-field": reconstruction.build_radiance_field,
     "reconstruction": reconstruction.build,
 }

@@ -86,3 +86,17 @@ def test_sample_scene_becomes_an_accurate_model(tmp_path):
     assert accuracy.fscore_1pct >= 0.7
     over = [n.display_name for n in result.nodes.values() if n.over_memory_limit]
     assert not over, f"steps over their declared memory limit: {over}"
+
+
+@pytest.mark.slow
+def test_radiance_field_pipeline_runs_its_gpu_step_on_the_cpu(tmp_path, small_sample):
+    result = run_pipeline(REPO / "workflow_templates" / "radiance-field.yaml",
+                          parameters={"iterations": "200", "grid_size": "40", "quality_tier": "draft"},
+                          inputs={"images": small_sample / "images"}, out=tmp_path / "out", progress=False,
+                          cache=tmp_path / "cache")
+    assert result.phase == "Succeeded", result.message
+    p = phases(result)
+    assert p["radiance-field"] == "Succeeded" and p["field-mesh"] == "Succeeded"
+    assert (result.outputs["models"] / "model.glb").stat().st_size > 0
+    accuracy = evaluate(result.outputs["cameras"], small_sample / "gt_cameras")
+    assert accuracy.registered == 12
