@@ -200,7 +200,7 @@ def _open_store(store: Any, store_dir: Path | None) -> Iterator[Any]:
         yield s
         return
     with EmbeddedSeaweedFS(store_dir or cache_dir() / "store") as server:
-        yield server.store()
+        yield server.store(warm_up=True)
 
 
 @contextmanager

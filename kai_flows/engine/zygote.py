@@ -190,3 +190,6 @@ def serve(module: str) -> None:
 
 if __name__ == "__main__":
     serve(sys.argv[1])
+    # Nothing is left to flush (the protocol goes through os.write): skip the interpreter's teardown of numpy,
+    # OpenCV, torch..., which takes longer than many steps and would delay the end of every run.
+    os._exit(0)

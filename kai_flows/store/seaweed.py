@@ -48,6 +48,7 @@ from kai_flows.store.errors import SeaweedStartError
 from kai_flows.store.s3 import ArtifactStore
 
 DEFAULT_BUCKET = "kai-artifacts"
+_WARM_UP_KEY = "kai-flows-warm-up"
 _ROLES = ("master", "volume", "filer", "s3")
 _GRPC_OFFSET = 10000
 _PORT_CEILING = 65535 - _GRPC_OFFSET  # port + 10000 must be a valid port too
@@ -175,10 +176,18 @@ class EmbeddedSeaweedFS:
             region="us-east-1",
         )
 
-    def store(self, bucket: str | None = None, **options: object) -> ArtifactStore:
-        """An ``ArtifactStore`` on this server, its bucket created."""
+    def store(self, bucket: str | None = None, *, warm_up: bool = False, **options: object) -> ArtifactStore:
+        """An ``ArtifactStore`` on this server, its bucket created.
+
+        ``warm_up``: SeaweedFS grows a bucket's volumes (7 of the server's ``-volume.max`` slots) on its first
+        write, which costs up to ~1 s here; write and delete an empty object now, so that the first input upload
+        of a run does not pay it. The engine's embedded store does; a test making a bucket per test should not.
+        """
         store = ArtifactStore(self.config(bucket), **options)  # type: ignore[arg-type]
         store.ensure_bucket()
+        if warm_up:
+            store.put_bytes(_WARM_UP_KEY, b"")
+            store.delete_prefix(_WARM_UP_KEY)
         return store
 
     def __enter__(self) -> EmbeddedSeaweedFS:
