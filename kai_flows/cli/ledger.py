@@ -77,9 +77,9 @@ def coordinator_cmd(
     try:
         queues = parse_task_queue_config(task_queue_config) if task_queue_config else load_policy().queues
         connect(database_url).close()  # fail fast, with a clear message, on a wrong URL
+        job_backend = make_backend(backend, state_dir=state_dir or "")
         coordinator = Coordinator(
-            database_url, make_backend(backend, state_dir=state_dir or ""), queues, poll_interval,
-            claimer=claimer, lease_seconds=lease_seconds,
+            database_url, job_backend, queues, poll_interval, claimer=claimer, lease_seconds=lease_seconds,
         )
     except (LedgerError, PolicyError) as e:
         raise _fail(e) from None
@@ -92,6 +92,11 @@ def coordinator_cmd(
         coordinator.run(stop)
     except LedgerError as e:
         raise _fail(e) from None
+    finally:
+        # the local backend's embedded store stops here; running jobs are followed again by the next coordinator
+        close = getattr(job_backend, "close", None)
+        if close is not None:
+            close()
 
 
 def register(app: typer.Typer) -> None:

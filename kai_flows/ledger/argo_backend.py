@@ -16,7 +16,7 @@ import json
 from typing import Any
 from uuid import UUID
 
-from kai_flows.ledger.backends import BackendStatus
+from kai_flows.ledger.backends import BackendStatus, job_workflow_name
 from kai_flows.ledger.errors import BackendError
 from kai_flows.ledger.models import Job, JobOutput
 from kai_flows.policy import NAMESPACE
@@ -51,9 +51,7 @@ class ArgoBackend:
             raise BackendError(str(e)) from None
         return cls(submitter, s3)
 
-    @staticmethod
-    def workflow_name(job_id: UUID | str, attempt: int) -> str:
-        return f"job-{UUID(str(job_id))}-{attempt}"
+    workflow_name = staticmethod(job_workflow_name)
 
     # -- submit ---------------------------------------------------------------------------------------------
     def request(self, job: Job) -> SubmitRequest:
@@ -98,8 +96,8 @@ class ArgoBackend:
         except SubmitError as e:
             if self.find_by_label(job.id, job.attempts) is not None:
                 return name  # created meanwhile (another coordinator, or a reply lost on the way back)
-            if str(e).startswith("cannot reach"):
-                raise  # transient: the coordinator keeps the job and tries again
+            if e.transient:
+                raise  # unreachable, 5xx or 429: the coordinator keeps the job and tries again
             raise BackendError(str(e)) from None
         return name
 

@@ -29,6 +29,11 @@ from kai_flows.ledger.models import Job, JobOutput
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Error")
 
 
+def job_workflow_name(job_id: UUID | str, attempt: int) -> str:
+    """The workflow name of a job's attempt: deterministic, so a second create of the same attempt collides."""
+    return f"job-{UUID(str(job_id))}-{attempt}"
+
+
 class BackendStatus(NamedTuple):
     phase: str  # one of PHASES
     outputs: list[JobOutput]
@@ -88,9 +93,7 @@ class SubprocessBackend:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, subprocess.Popen] = {}
 
-    @staticmethod
-    def workflow_name(job_id: UUID | str, attempt: int) -> str:
-        return f"job-{UUID(str(job_id))}-{attempt}"
+    workflow_name = staticmethod(job_workflow_name)
 
     def _dir(self, name: str) -> Path:
         d = self.state_dir / name

@@ -39,7 +39,7 @@ from uuid import UUID
 
 import yaml
 
-from kai_flows.ledger.backends import BackendStatus
+from kai_flows.ledger.backends import BackendStatus, job_workflow_name
 from kai_flows.ledger.errors import BackendError
 from kai_flows.ledger.models import Job, JobOutput
 
@@ -144,9 +144,7 @@ class LocalEngineBackend:
             self._server = None
 
     # -- naming and lookup ----------------------------------------------------------------------------------
-    @staticmethod
-    def workflow_name(job_id: UUID | str, attempt: int) -> str:
-        return f"job-{UUID(str(job_id))}-{attempt}"
+    workflow_name = staticmethod(job_workflow_name)
 
     def _dir(self, name: str) -> Path:
         d = self.workflows_dir / name

@@ -51,7 +51,7 @@ class RestBackend:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import requests
-        from hera.exceptions import HeraException, NotFound
+        from hera.exceptions import HeraException, InternalServerError, NotFound
 
         try:
             with warnings.catch_warnings():  # Hera serialises with pydantic's deprecated .json()
@@ -60,9 +60,12 @@ class RestBackend:
         except NotFound:
             raise
         except HeraException as e:
-            raise SubmitError(f"{self.description}: {what} failed: {e}") from None
+            # Hera maps 400/401/403/404/409/500/501 to subclasses; what it leaves as the base class is mostly a
+            # proxy's 502/503/504 (or 429) in front of the Argo Server: worth trying again, like a 500.
+            transient = isinstance(e, InternalServerError) or type(e) is HeraException
+            raise SubmitError(f"{self.description}: {what} failed: {e}", transient=transient) from None
         except requests.RequestException as e:
-            raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}") from None
+            raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}", transient=True) from None
 
     @staticmethod
     def _dict(model: Any) -> dict[str, Any]:
@@ -141,9 +144,10 @@ class KubeBackend:
                 if not_found:
                     raise SubmitError(not_found) from None
                 return None
-            raise SubmitError(f"{self.description}: {what} failed: HTTP {e.status}: {_api_detail(e)}") from None
+            raise SubmitError(f"{self.description}: {what} failed: HTTP {e.status}: {_api_detail(e)}",
+                              transient=e.status is not None and (e.status >= 500 or e.status == 429)) from None
         except HTTPError as e:
-            raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}") from None
+            raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}", transient=True) from None
 
     def _missing(self, name: str, namespace: str) -> str:
         return f"no workflow {name!r} in namespace {namespace!r} ({self.description})"

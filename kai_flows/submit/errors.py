@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class SubmitError(ValueError):
-    """Submission failed or was refused; the message names the pipeline, parameter, queue, tier or workflow."""
+    """Submission failed or was refused; the message names the pipeline, parameter, queue, tier or workflow.
+
+    ``transient``: the server could not be reached or answered 5xx/429, so the same request may succeed later
+    (the coordinator keeps such a job queued); otherwise the request itself was refused.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class WaitTimeout(SubmitError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -168,6 +169,29 @@ def test_refused_jobs_fail_with_the_reason_and_a_deleted_workflow_is_an_error(
     assert server.workflows == {}
     with pytest.raises(BackendError, match="no workflow 'gone'"):
         ArgoBackend(rest(server, tmp_path), s3.config()).status("gone")
+
+
+@pytest.mark.parametrize("make", [rest, kube], ids=["rest", "kube"])
+def test_server_errors_on_create_are_retried_and_refusals_are_not(make, server: FakeArgo, s3: EmbeddedSeaweedFS,
+                                                                  ledger_url: str, conn, tmp_path: Path) -> None:
+    server.create_errors = [503, 500, 502]  # a proxy in front of the server, then the server itself, then a proxy
+    server.script_on_create = [RUNNING, SUCCEEDED]
+    flaky = jobs.enqueue(conn, "image-quality", {"images": "in/a/"}, tier="pro", queue_class="interactive")
+    c = Coordinator(ledger_url, ArgoBackend(make(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1")
+    run_until_done(c, conn)
+    done = jobs.get_job(conn, flaky.id)
+    assert (done.status, done.error) == (JobStatus.SUCCEEDED, None)
+    assert len(server.workflows) == 1 and server.create_errors == []
+    assert [h.to_status for h in jobs.history(conn, flaky.id)] == ["queued", "submitted", "running", "succeeded"]
+
+    server.create_errors = [403]  # RBAC refuses the create: retrying cannot help
+    refused = jobs.enqueue(conn, "image-quality", {"images": "in/b/"}, tier="pro", queue_class="interactive")
+    run_until_done(c, conn)
+    c.close()
+    failed = jobs.get_job(conn, refused.id)
+    assert failed.status == JobStatus.FAILED, failed.error
+    assert re.search(r"^submission failed: .*create workflow failed: .*403.*scripted HTTP 403", failed.error)
+    assert len(server.workflows) == 1
 
 
 def test_from_env_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,6 +45,7 @@ class FakeArgo:
         self.scripts: dict[str, list[dict[str, Any]]] = {}  # name -> statuses returned by successive GETs
         self.script_on_create: list[dict[str, Any]] = []  # the script given to each workflow created from now on
         self.requests: list[dict[str, Any]] = []
+        self.create_errors: list[int] = []  # HTTP statuses the next creates answer with, one each, before any works
         self.applied: list[dict[str, Any]] = []  # server-side applies: {path, query, content_type, body}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -65,6 +66,9 @@ class FakeArgo:
     # -------------------------------------------------------------------------------- behaviour
 
     def _create(self, ns: str, wf: dict[str, Any]) -> tuple[int, Any]:
+        if self.create_errors:
+            code = self.create_errors.pop(0)
+            return code, {"code": 14, "kind": "Status", "message": f"fake server: scripted HTTP {code}", "status": code}
         meta = wf.setdefault("metadata", {})
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         meta["name"] = meta.get("name") or meta["generateName"] + suffix
@@ -122,7 +126,8 @@ class FakeArgo:
                 doc = self.templates.get((ns, rest[0]))
                 return (200, doc) if doc else (404, {"kind": "Status", "message": "not found", "code": 404})
             if method == "POST":
-                return 201, self._create(ns, body)[1]  # the API server answers a create with 201 Created
+                code, out = self._create(ns, body)
+                return (201 if code == 200 else code), out  # the API server answers a create with 201 Created
             if method == "GET" and not rest:
                 return 200, {"items": self._list(ns, query.get("labelSelector", ""))}
             if method == "GET":
