@@ -16,6 +16,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 POOL_LABEL = "kai.io/node-pool"
+GPU_RESOURCE = "nvidia.com/gpu"
+# On a GPU step's template: "true" when it may run without a GPU (CPU path), "false" when it must not.
+CPU_FALLBACK_ANNOTATION = "kai-flows.io/cpu-fallback"
 NAMESPACE = "kai-ml"
 QUEUE_CONFIGMAP = "kai-queues"
 DEFAULT_REGISTRY = "registry.example.com"  # compiled images are <registry>/kai/<family>:<tag>
@@ -53,7 +56,7 @@ class NodePool(BaseModel):
         tolerations = [{"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}]
         if self.gpu:
             # GPU nodes usually carry the device plugin's own taint as well.
-            tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+            tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
         return tolerations
 
 
@@ -110,17 +113,23 @@ class Policy(BaseModel):
     def tier(self, name: str) -> Tier:
         return _lookup(self.tiers, name, "tier")
 
-    def tier_pod_spec_patch(self, tier: Tier) -> str:
+    def tier_pod_spec_patch(self, tier: Tier, *, has_gpu_steps: bool = False) -> str:
         """A workflow-level podSpecPatch for a tier's jobs (deterministic JSON).
 
         Argo applies the workflow's podSpecPatch after the template's own fields, so it is the one place where a
         submit-time choice can override the compiled `priorityClassName` (a template value beats
         `spec.podPriorityClassName`) and, for tiers with a pool override, the node selector and tolerations.
+        For a tier without GPUs running a pipeline with GPU steps, it also deletes the `nvidia.com/gpu` request
+        and limit of the main container (a strategic-merge null), so those steps take their CPU path instead of
+        waiting for a GPU node forever; the submitter refuses the job when a GPU step has no CPU path.
         """
         patch: dict[str, object] = {"priorityClassName": tier.priority_class}
         if tier.pool_override is not None:
             pool = self.pool(tier.pool_override)
             patch |= {"nodeSelector": pool.node_selector, "tolerations": pool.tolerations()}
+        if has_gpu_steps and not tier.gpu:
+            no_gpu = {GPU_RESOURCE: None}
+            patch["containers"] = [{"name": "main", "resources": {"limits": no_gpu, "requests": no_gpu}}]
         return json.dumps(patch, sort_keys=True, separators=(",", ":"))
 
 

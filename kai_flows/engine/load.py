@@ -28,6 +28,7 @@ from kai_flows.engine.model import (
     TemplateError,
     Workflow,
 )
+from kai_flows.policy import GPU_RESOURCE
 
 CLUSTER_ONLY_SPEC = {
     "serviceAccountName", "podGC", "ttlStrategy", "securityContext", "volumes", "artifactRepositoryRef",
@@ -316,7 +317,7 @@ class _Loader:
         limits = self.mapping(resources.get("limits"), f"{where}.container.resources.limits")
         requests = self.mapping(resources.get("requests"), f"{where}.container.resources.requests")
         rw = f"{self.source}: {where}.container.resources"
-        gpus = limits.get("nvidia.com/gpu", requests.get("nvidia.com/gpu", 0))
+        gpus = limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0))
         metadata = self.mapping(t.get("metadata"), f"{where}.metadata")
         return Template(
             kind="container",

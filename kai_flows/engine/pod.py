@@ -25,9 +25,9 @@ from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.model import EngineError, Template
 from kai_flows.engine.process import ProcessGroups, run_process
 from kai_flows.engine.warm import ZygotePool, ZygoteUnavailable, warm_module
+from kai_flows.policy import CPU_FALLBACK_ANNOTATION
 
 RESULT_LIMIT = 256 * 1024
-CPU_FALLBACK_ANNOTATION = "kai-flows.io/cpu-fallback"
 
 
 @dataclass

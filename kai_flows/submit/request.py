@@ -128,8 +128,10 @@ def build_workflow(req: SubmitRequest, template: TemplateInfo, policy: Policy | 
         "podPriorityClassName": tier.priority_class,
         "parallelism": tier.max_parallel_tasks,
     }
-    if (patch := policy.tier_pod_spec_patch(tier)) is not None:
-        spec["podSpecPatch"] = patch
+    if not tier.gpu and (gpu_only := sorted(n for n, fallback in template.gpu_steps.items() if not fallback)):
+        raise SubmitError(f"tier {tier.name!r} runs without GPUs, but pipeline {req.pipeline!r} has GPU step(s) "
+                          f"without a CPU path: {', '.join(gpu_only)}; submit it with a tier that has GPUs")
+    spec["podSpecPatch"] = policy.tier_pod_spec_patch(tier, has_gpu_steps=bool(template.gpu_steps))
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",

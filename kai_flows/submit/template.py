@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kai_flows.policy import CPU_FALLBACK_ANNOTATION, GPU_RESOURCE
 from kai_flows.submit.errors import SubmitError
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "workflow_templates"
@@ -46,6 +47,8 @@ class TemplateInfo:
     parameters: tuple[DeclaredParameter, ...]
     outputs: dict[str, str]  # pipeline output -> "<task>.<artifact>" (the kai-flows.io/outputs annotation)
     source: str  # where it was read, for messages
+    # container templates that request a GPU -> whether they may run without one (kai-flows.io/cpu-fallback)
+    gpu_steps: dict[str, bool] = field(default_factory=dict)
 
     def parameter(self, name: str) -> DeclaredParameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -65,7 +68,17 @@ def parse_template(doc: dict[str, Any], source: str) -> TemplateInfo:
         outputs = json.loads((meta.get("annotations") or {}).get("kai-flows.io/outputs") or "{}")
     except json.JSONDecodeError:
         raise SubmitError(f"{source}: annotation kai-flows.io/outputs is not valid JSON") from None
-    return TemplateInfo(meta.get("name", ""), tuple(params), outputs, source)
+    return TemplateInfo(meta.get("name", ""), tuple(params), outputs, source, _gpu_steps(doc))
+
+
+def _gpu_steps(doc: dict[str, Any]) -> dict[str, bool]:
+    steps = {}
+    for t in (doc.get("spec") or {}).get("templates") or []:
+        resources = (t.get("container") or {}).get("resources") or {}
+        if any(GPU_RESOURCE in (resources.get(k) or {}) for k in ("limits", "requests")):
+            annotations = (t.get("metadata") or {}).get("annotations") or {}
+            steps[t.get("name", "")] = annotations.get(CPU_FALLBACK_ANNOTATION) == "true"
+    return steps
 
 
 def load_local_template(name: str, directory: Path | None = None) -> TemplateInfo | None:

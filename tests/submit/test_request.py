@@ -141,3 +141,38 @@ def test_every_committed_template_submits_valid_workflow(path: Path) -> None:
         wf = build_workflow(SubmitRequest(pipeline=path.stem, parameters=params, tier=tier), info)
         assert errors(swagger_validator(CREATE), {"workflow": wf}) == []
         assert errors(schema_validator(), wf) == []
+
+
+def _radiance_field(fallback: str = "true") -> dict:
+    doc = yaml.safe_load((templates_dir() / "radiance-field.yaml").read_text())
+    for t in doc["spec"]["templates"]:
+        if "kai-flows.io/cpu-fallback" in (t.get("metadata") or {}).get("annotations", {}):
+            t["metadata"]["annotations"]["kai-flows.io/cpu-fallback"] = fallback
+    return doc
+
+
+def test_tier_without_gpus_strips_the_gpu_of_steps_with_a_cpu_path() -> None:
+    info = parse_template(_radiance_field(), "radiance-field.yaml")
+    assert info.gpu_steps == {"radiance-field": True}
+    request = {"pipeline": "radiance-field", "parameters": {"images": "in/x/"}}
+    free = json.loads(build_workflow(SubmitRequest(**request, tier="free"), info)["spec"]["podSpecPatch"])
+    # a strategic-merge null deletes the key: the pod asks for no GPU and the step takes its CPU path
+    assert free["containers"] == [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": None},
+                                                                 "requests": {"nvidia.com/gpu": None}}}]
+    assert free["nodeSelector"] == {"kai.io/node-pool": "spot-instances"}
+    enterprise = json.loads(build_workflow(SubmitRequest(**request, tier="enterprise"), info)["spec"]["podSpecPatch"])
+    assert "containers" not in enterprise  # a tier with GPUs keeps the compiled GPU request
+    image_quality = parse_template(yaml.safe_load((templates_dir() / "image-quality.yaml").read_text()), "iq")
+    assert image_quality.gpu_steps == {}
+    no_gpu_steps = build_workflow(SubmitRequest(pipeline="image-quality", parameters={"images": "in/x/"}, tier="free"),
+                                  image_quality)
+    assert "containers" not in json.loads(no_gpu_steps["spec"]["podSpecPatch"])
+
+
+def test_tier_without_gpus_refuses_a_gpu_step_without_cpu_path() -> None:
+    info = parse_template(_radiance_field(fallback="false"), "radiance-field.yaml")
+    with pytest.raises(SubmitError, match=r"tier 'free' runs without GPUs, but pipeline 'radiance-field' has GPU "
+                                          r"step\(s\) without a CPU path: radiance-field; submit it with a tier"):
+        build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="free"), info)
+    wf = build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="pro"), info)
+    assert "containers" not in json.loads(wf["spec"]["podSpecPatch"])
