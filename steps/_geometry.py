@@ -25,9 +25,12 @@ def viewer_rotation(cam_axes: np.ndarray, cam_downs: np.ndarray) -> np.ndarray:
     return np.stack([x, up, z])
 
 
-def clean_mesh(mesh: o3d.geometry.TriangleMesh, min_component: float = 0.02) -> o3d.geometry.TriangleMesh:
-    """Drop degenerate/duplicate faces, non-manifold edges, unreferenced vertices and connected components
-    smaller than ``min_component`` of the largest one (floating debris)."""
+def clean_mesh(mesh: o3d.geometry.TriangleMesh, min_component: float = 0.02, detached_component: float = 0.25,
+               max_gap: float = 0.05) -> o3d.geometry.TriangleMesh:
+    """Drop degenerate/duplicate faces, non-manifold edges, unreferenced vertices and floating debris: connected
+    components smaller than ``min_component`` of the largest one, and those smaller than ``detached_component``
+    of it that float more than ``max_gap`` of its bounding-box diagonal away from it (clouds or sky that the
+    dense step matched, e.g. above sceaux_castle's roof). Large or nearby parts of the scene stay."""
     mesh.remove_degenerate_triangles()
     mesh.remove_duplicated_triangles()
     mesh.remove_duplicated_vertices()
@@ -35,10 +38,27 @@ def clean_mesh(mesh: o3d.geometry.TriangleMesh, min_component: float = 0.02) -> 
     if len(mesh.triangles):
         labels, counts, _ = mesh.cluster_connected_triangles()
         labels, counts = np.asarray(labels), np.asarray(counts)
-        small = counts < max(1, min_component * counts.max())
-        mesh.remove_triangles_by_mask(small[labels])
+        drop = counts < max(1, min_component * counts.max())
+        drop |= _detached(mesh, labels, counts, detached_component, max_gap) & ~drop
+        mesh.remove_triangles_by_mask(drop[labels])
     mesh.remove_unreferenced_vertices()
     return mesh
+
+
+def _detached(mesh: o3d.geometry.TriangleMesh, labels: np.ndarray, counts: np.ndarray, size: float,
+              max_gap: float) -> np.ndarray:
+    """Per component: smaller than ``size`` of the largest and farther than ``max_gap`` of its diagonal from it."""
+    detached = np.zeros(len(counts), dtype=bool)
+    candidates = np.flatnonzero(counts < size * counts.max())
+    if not len(candidates):
+        return detached
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+    main = vertices[np.unique(faces[labels == np.argmax(counts)])]
+    tree, limit = cKDTree(main), max_gap * bbox_diagonal(main)
+    for c in candidates:
+        gap, _ = tree.query(vertices[np.unique(faces[labels == c])], workers=-1)
+        detached[c] = gap.min() > limit
+    return detached
 
 
 def decimate(mesh: o3d.geometry.TriangleMesh, face_budget: int) -> o3d.geometry.TriangleMesh:

@@ -185,22 +185,45 @@ def _run_name(wf: Workflow) -> str:
     return f"{wf.name[:57]}-{suffix}"
 
 
+EXTRA_STORES = 8  # default store folders tried when runs overlap: <cache>/store, <cache>/store-2 ... store-8
+
+
 @contextmanager
-def _open_store(store: Any, store_dir: Path | None) -> Iterator[Any]:
-    """An ArtifactStore: the one given, an S3Config (or KAI_S3_* env), or an embedded SeaweedFS."""
-    from kai_flows.store import ArtifactStore, EmbeddedSeaweedFS, S3Config
+def _open_store(store: Any, store_dir: Path | None, cache: Path,
+                previous_dir: str | None = None) -> Iterator[tuple[Any, Path | None]]:
+    """An ArtifactStore and its embedded server's folder: the store given, an S3Config (or KAI_S3_* env), or an
+    embedded SeaweedFS in `store_dir`, else in the first free default folder under `cache` (a resumed run tries
+    its earlier folder first, where its artifacts are)."""
+    from kai_flows.store import ArtifactStore, EmbeddedSeaweedFS, S3Config, StoreDirInUseError
 
     if isinstance(store, ArtifactStore):
-        yield store
+        yield store, None
         return
     config = store if isinstance(store, S3Config) else S3Config.from_env()
     if config is not None:
         s = ArtifactStore(config)
         s.ensure_bucket()
-        yield s
+        yield s, None
         return
-    with EmbeddedSeaweedFS(store_dir or cache_dir() / "store") as server:
-        yield server.store(warm_up=True)
+    if store_dir is not None:
+        folders = [Path(store_dir)]
+    else:  # two runs at once each get their own server: one SeaweedFS per data folder
+        folders = [cache / "store", *(cache / f"store-{n}" for n in range(2, EXTRA_STORES + 1))]
+        if previous_dir is not None and Path(previous_dir) in folders:
+            folders.insert(0, folders.pop(folders.index(Path(previous_dir))))
+    for i, folder in enumerate(folders):
+        server = EmbeddedSeaweedFS(folder)
+        try:
+            server.start()
+        except StoreDirInUseError:
+            if i == len(folders) - 1:
+                raise
+            continue
+        try:
+            yield server.store(warm_up=True), folder
+        finally:
+            server.stop()
+        return
 
 
 @contextmanager
@@ -297,9 +320,10 @@ def run_pipeline(
         path = find_template(template)
         wf, template_ref = load_workflow(path), str(path.resolve())
     previous: dict[str, Any] = {}
+    previous_meta: dict[str, Any] = {}
     if resume:
         record = read_run(cache, resume)
-        meta = record.get("kai", {})
+        meta = previous_meta = record.get("kai", {})
         if meta.get("template") != wf.name:
             raise RunRequestError(f"run {resume!r} ran pipeline {meta.get('template')!r}, not {wf.name!r}")
         if record.get("phase") == "Succeeded":
@@ -342,8 +366,10 @@ def run_pipeline(
     zygote_ref: list[ZygotePool] = []
     phase, message = "Error", ""
     try:
-        with _open_store(store, store_dir) as st, _sigint_stops(ex_ref):
-            meta["store"] = {"endpoint": st.config.endpoint, "bucket": st.bucket}
+        previous_store = (previous_meta.get("store") or {}).get("dir")
+        with _open_store(store, store_dir, cache, previous_store) as (st, st_dir), _sigint_stops(ex_ref):
+            meta["store"] = {"endpoint": st.config.endpoint, "bucket": st.bucket,
+                             **({"dir": str(st_dir)} if st_dir else {})}
             step_env = _step_env()
             zygotes = ZygotePool(step_env, Path.cwd(), enabled=warm_starts)
             zygote_ref.append(zygotes)

@@ -41,3 +41,7 @@ class StoreIntegrityError(StoreError):
 
 class SeaweedStartError(StoreError):
     """The embedded SeaweedFS did not start."""
+
+
+class StoreDirInUseError(SeaweedStartError):
+    """Another embedded SeaweedFS holds the data directory's lock."""

@@ -44,7 +44,7 @@ import urllib3
 from minio import Minio
 
 from kai_flows.store.config import S3Config
-from kai_flows.store.errors import SeaweedStartError
+from kai_flows.store.errors import SeaweedStartError, StoreDirInUseError
 from kai_flows.store.s3 import ArtifactStore
 
 DEFAULT_BUCKET = "kai-artifacts"
@@ -249,7 +249,7 @@ class EmbeddedSeaweedFS:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             lock.close()
-            raise SeaweedStartError(
+            raise StoreDirInUseError(
                 f"data dir {str(self.data_dir)!r} is in use by another embedded SeaweedFS (pid {holder})"
             ) from None
         lock.seek(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -9,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from kai_flows.engine import RunRequestError, TemplateError, load_workflow, run_pipeline
-from kai_flows.store import S3Config, SeaweedStartError, StoreCredentialsError, StoreUnreachableError
+from kai_flows.store import (
+    S3Config,
+    SeaweedStartError,
+    StoreCredentialsError,
+    StoreDirInUseError,
+    StoreUnreachableError,
+)
 from kai_flows.store.seaweed import EmbeddedSeaweedFS, pick_ports
 from tests.engine.wf import FAIL, OK, container, dag, workflow
 
@@ -126,3 +133,17 @@ def test_port_taken_for_the_embedded_store(tmp_path):
         server = EmbeddedSeaweedFS(tmp_path / "sw", ports=tuple(ports))
         with pytest.raises(SeaweedStartError, match=f"port {ports[3]} .* already in use"):
             server.start()
+
+
+def test_overlapping_runs_get_their_own_embedded_store(tmp_path, images):
+    """A second run while the default store folder is in use starts its own server in the next folder (and records
+    it, so a resume finds its artifacts); an explicitly chosen folder in use is a one-line error instead."""
+    cache = tmp_path / "cache"
+    with EmbeddedSeaweedFS(cache / "store"):  # another run holding the default folder
+        result = run_pipeline(PIPE, inputs={"images": images}, out=tmp_path / "o", cache=cache, progress=False)
+        assert result.phase == "Succeeded"
+        record = json.loads(result.record.read_text())
+        assert record["kai"]["store"]["dir"] == str(cache / "store-2")
+        with pytest.raises(StoreDirInUseError, match=r"data dir '.*/cache/store' is in use by another embedded"):
+            run_pipeline(PIPE, inputs={"images": images}, out=tmp_path / "o2", cache=cache, progress=False,
+                         store_dir=cache / "store")

@@ -59,6 +59,20 @@ def test_face_budget_and_debris_removal(tmp_path: Path) -> None:
     assert out.vertices[:, 0].max() < 1.5, "the floating island survived cleaning"
 
 
+@pytest.mark.parametrize(("gap", "kept"), [(1.5, False), (0.05, True)], ids=["floating", "nearby"])
+def test_a_sizeable_part_is_dropped_only_when_it_floats_away(tmp_path: Path, gap: float, kept: bool) -> None:
+    # A part too big for the 2% debris rule (a cloud the stereo matched, or a statue beside the facade):
+    # dropped when it floats far from the main surface, kept when it is near it.
+    dense = _sphere_dense(tmp_path / "dense")
+    part = _sphere_dense(tmp_path / "part", n=600, radius=0.2, seed=1)
+    moved = o3d.io.read_point_cloud(str(part / "points.ply")).translate((1.2 + gap, 0.0, 0.0))
+    o3d.io.write_point_cloud(str(dense / "points.ply"), o3d.io.read_point_cloud(str(dense / "points.ply")) + moved)
+    mesh(dense, tmp_path / "mesh", face_budget=20000)
+    out = trimesh.load(tmp_path / "mesh" / "mesh.ply", process=False)
+    assert (out.vertices[:, 0] > 1.0 + gap).any() == kept
+    assert (out.vertices[:, 0] < -0.9).any()  # the main surface is always there
+
+
 def test_tsdf_method_cleans_the_dense_steps_mesh(tmp_path: Path) -> None:
     dense = _sphere_dense(tmp_path / "dense")
     big = trimesh.creation.icosphere(subdivisions=4)
