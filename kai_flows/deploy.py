@@ -222,9 +222,51 @@ def apply(manifests: list[Manifest], client: Any, on_applied: Callable[[Manifest
             on_applied(m)
 
 
+def required_secrets(manifests: list[Manifest]) -> dict[tuple[str, str], set[str]]:
+    """(namespace, name) -> keys of every Secret the ConfigMaps refer to (the artifact repository's S3
+    credentials): kai-flows renders the references, never the values, so an operator creates these."""
+    needed: dict[tuple[str, str], set[str]] = {}
+
+    def walk(node: Any, namespace: str, parent: str = "") -> None:
+        if isinstance(node, dict):
+            if parent.endswith("Secret") and isinstance(node.get("name"), str) and isinstance(node.get("key"), str):
+                needed.setdefault((namespace, node["name"]), set()).add(node["key"])
+            for k, v in node.items():
+                walk(v, namespace, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, namespace, parent)
+
+    for m in manifests:
+        if m.kind == "ConfigMap":
+            for text in (m.doc.get("data") or {}).values():
+                try:
+                    walk(yaml.safe_load(text), m.doc["metadata"].get("namespace", ""))
+                except yaml.YAMLError:
+                    continue  # not YAML: holds no references
+    return needed
+
+
+def missing_secrets(manifests: list[Manifest], client: Any) -> list[str]:
+    """One line per required Secret the cluster lacks, with the command that creates it."""
+    from kubernetes.dynamic.exceptions import NotFoundError
+
+    secrets = client.resources.get(api_version="v1", kind="Secret")
+    lines = []
+    for (namespace, name), keys in sorted(required_secrets(manifests).items()):
+        try:
+            secrets.get(name=name, namespace=namespace)
+        except NotFoundError:
+            literals = " ".join(f"--from-literal={k}=..." for k in sorted(keys))
+            lines.append(f"Secret {namespace}/{name} does not exist; workflows cannot reach their artifacts until "
+                         f"it does: kubectl -n {namespace} create secret generic {name} {literals}")
+    return lines
+
+
 def deploy(opts: DeployOptions, on_applied: Callable[[Manifest], None] | None = None,
-           client: Any = None) -> list[Manifest]:
-    """Render, validate, and (unless dry-run) apply; returns the manifests in apply order."""
+           client: Any = None, on_warning: Callable[[str], None] | None = None) -> list[Manifest]:
+    """Render, validate, and (unless dry-run) apply; returns the manifests in apply order. After applying, each
+    Secret the manifests refer to but the cluster lacks is reported through `on_warning`."""
     if opts.skip_cluster and opts.skip_templates:
         raise DeployError("nothing to deploy: both --skip-cluster and --skip-templates were given")
     with tempfile.TemporaryDirectory(prefix="kai-deploy-") as tmp:
@@ -235,5 +277,8 @@ def deploy(opts: DeployOptions, on_applied: Callable[[Manifest], None] | None = 
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise DeployError(f"{len(problems)} problem(s) in the rendered manifests, nothing applied: {shown}")
         if not opts.dry_run:
-            apply(manifests, client or dynamic_client(opts.context), on_applied)
+            client = client or dynamic_client(opts.context)
+            apply(manifests, client, on_applied)
+            for line in missing_secrets(manifests, client) if on_warning else []:
+                on_warning(line)
     return manifests

@@ -107,13 +107,17 @@ def deploy_cmd(
         typer.echo(f"applied {m.label}")
 
     try:
-        manifests = deploy(opts, on_applied=applied)
+        manifests = deploy(opts, on_applied=applied, on_warning=lambda line: typer.echo(f"warning: {line}", err=True))
     except DeployError as e:
         raise _fail(e, 1) from None
     if dry_run:
         for m in manifests:
             typer.echo(f"would apply {m.label} ({m.source})")
         typer.echo(f"{len(manifests)} objects rendered and valid; nothing applied (--dry-run)")
+        from kai_flows.deploy import required_secrets
+
+        for (namespace, name), keys in sorted(required_secrets(manifests).items()):
+            typer.echo(f"needs Secret {namespace}/{name} (keys {', '.join(sorted(keys))}), created by the operator")
     else:
         typer.echo(f"{len(manifests)} objects applied")
 

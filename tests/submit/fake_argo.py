@@ -45,6 +45,7 @@ class FakeArgo:
         self.scripts: dict[str, list[dict[str, Any]]] = {}  # name -> statuses returned by successive GETs
         self.script_on_create: list[dict[str, Any]] = []  # the script given to each workflow created from now on
         self.requests: list[dict[str, Any]] = []
+        self.secrets: set[tuple[str, str]] = set()  # (namespace, name) of the Secrets that exist
         self.create_errors: list[int] = []  # HTTP statuses the next creates answer with, one each, before any works
         self.applied: list[dict[str, Any]] = []  # server-side applies: {path, query, content_type, body}
         self._lock = threading.Lock()
@@ -134,6 +135,12 @@ class FakeArgo:
                 return self._get(ns, rest[0])
             if method == "PATCH" and "merge-patch" in ctype:
                 return self._shutdown(ns, rest[0], body["spec"]["shutdown"])
+        if method == "GET" and path.startswith("/api/v1/namespaces/") and len(parts) == 6 and parts[4] == "secrets":
+            if (parts[3], parts[5]) in self.secrets:
+                meta = {"name": parts[5], "namespace": parts[3]}
+                return 200, {"apiVersion": "v1", "kind": "Secret", "metadata": meta}
+            return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                         "message": f'secrets "{parts[5]}" not found'}
         if method == "GET" and (path in ("/version", "/api", "/apis") or path.startswith(("/api/v1", "/apis/"))):
             return self._discovery(path)
         return 404, {"message": f"fake server: no route {method} {path}"}

@@ -15,7 +15,7 @@ import yaml
 from fake_argo import FakeArgo, kubeconfig
 
 from kai_flows.compile import cluster_manifests, render_documents
-from kai_flows.deploy import DeployError, DeployOptions, deploy, render
+from kai_flows.deploy import DeployError, DeployOptions, deploy, render, required_secrets
 
 ORDER = ["Namespace", "PriorityClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "WorkflowTemplate"]
 
@@ -110,6 +110,23 @@ def test_apply_server_side_in_order(source: Path, images: Path, tmp_path: Path,
     assert "/apis/scheduling.k8s.io/v1/priorityclasses/medium-priority-batch" in paths
     assert "/api/v1/namespaces/kai-staging/configmaps/kai-queues" in paths
     assert paths[-1] == "/apis/argoproj.io/v1alpha1/namespaces/kai-staging/workflowtemplates/image-quality"
+
+
+def test_missing_s3_secret_is_reported_with_the_command_that_creates_it(source: Path, images: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeArgo() as server:
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kc", server.url, "s3cret")))
+        warnings: list[str] = []
+        manifests = deploy(DeployOptions(source=source, images_dir=images), on_warning=warnings.append)
+        assert required_secrets(manifests) == {("kai-ml", "kai-s3-credentials"): {"accessKey", "secretKey"}}
+        assert warnings == [
+            "Secret kai-ml/kai-s3-credentials does not exist; workflows cannot reach their artifacts until it does: "
+            "kubectl -n kai-ml create secret generic kai-s3-credentials --from-literal=accessKey=... "
+            "--from-literal=secretKey=..."]
+        server.secrets.add(("kai-ml", "kai-s3-credentials"))
+        warnings.clear()
+        deploy(DeployOptions(source=source, images_dir=images), on_warning=warnings.append)
+        assert warnings == []
 
 
 def test_cluster_without_argo_gets_nothing(source: Path, images: Path, tmp_path: Path,
