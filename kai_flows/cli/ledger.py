@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Annotated
@@ -76,6 +77,9 @@ def coordinator_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         queues = parse_task_queue_config(task_queue_config) if task_queue_config else load_policy().queues
+        if task_queue_config:
+            # the local backend's engine processes read the policy from the environment: one config for all
+            os.environ["KAI_TASK_QUEUE_CONFIG"] = task_queue_config
         connect(database_url).close()  # fail fast, with a clear message, on a wrong URL
         job_backend = make_backend(backend, state_dir=state_dir or "")
         coordinator = Coordinator(
