@@ -146,6 +146,16 @@ def check_input_dir(name: str, path: Path) -> Path:
     return path.resolve()
 
 
+def _input_key(name: str, folder: Path) -> str:
+    from kai_flows.store.errors import LocalPathError
+    from kai_flows.store.manifest import content_digest
+
+    try:
+        return f"inputs/sha256-{content_digest(folder)[:40]}/{name}"
+    except LocalPathError as e:
+        raise RunRequestError(f"input {name!r}: {e}") from None
+
+
 def resolve_parameters(wf: Workflow, given: Mapping[str, str], inputs: Mapping[str, Path],
                        keys_for_inputs: Mapping[str, str]) -> dict[str, str]:
     """The workflow's parameters: given values, then input keys, then defaults; every one checked."""
@@ -336,7 +346,8 @@ def run_pipeline(
     else:
         run_name, uid = _run_name(wf), new_uid()
     checked_inputs = {name: check_input_dir(name, p) for name, p in inputs.items()}
-    input_keys = {name: f"{run_name}/inputs/{name}" for name in checked_inputs}
+    # Inputs are stored by content: re-running on the same photos re-uses them instead of uploading them again.
+    input_keys = {name: _input_key(name, p) for name, p in checked_inputs.items()}
     params = resolve_parameters(wf, parameters, checked_inputs, input_keys)
     outputs_map = _json_annotation(wf, OUTPUTS_ANNOTATION)
     out = Path(out).expanduser().resolve()
@@ -376,9 +387,11 @@ def run_pipeline(
             zygotes.prestart({m for t in wf.templates.values() if t.kind == "container"
                               if (m := warm_module([*t.command, *t.args])) is not None})
             for name, local in checked_inputs.items():
-                if not (resume and st.exists(input_keys[name])):
+                if st.exists(input_keys[name]):
+                    view.note(f"input {name}: the same content is already in the store")
+                else:
                     view.note(f"uploading input {name} from {local}")
-                    st.upload(local, input_keys[name])
+                    st.upload(local, input_keys[name], replace=False)
             services = PodServices(store=st, inputs=InputCache(st, scratch / "_inputs"), groups=ProcessGroups(),
                                    env=step_env, keep_scratch=keep_scratch, zygotes=zygotes)
             ctx = RunContext(run_name=run_name, uid=uid, params=params, services=services, scratch_root=scratch,

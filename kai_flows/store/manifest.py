@@ -7,6 +7,7 @@ artifact's own keys (under ``MANIFEST_PREFIX``) so that the artifact's keys stay
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -92,3 +93,22 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError as err:
         raise LocalPathError(f"cannot read local file {str(path)!r}: {err.strerror}") from None
+
+
+def content_digest(local: Path) -> str:
+    """sha256 over a file's or directory's content: every relative path, size and file sha256, and the empty
+    directories. Equal digests mean equal artifacts, so content can be addressed by it."""
+    kind, files, empty_dirs = scan_local(local)
+    outer = hashlib.sha256(kind.encode())
+    for rel, path, size in files:
+        inner = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    inner.update(chunk)
+        except OSError as err:
+            raise LocalPathError(f"cannot read local file {str(path)!r}: {err.strerror}") from None
+        outer.update(f"\0{rel}\0{size}\0{inner.hexdigest()}".encode())
+    for rel in empty_dirs:
+        outer.update(f"\0{rel}/".encode())
+    return outer.hexdigest()

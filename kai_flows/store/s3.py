@@ -162,12 +162,17 @@ class ArtifactStore:
                     raise
 
     # ---------------------------------------------------------------- artifacts
-    def upload(self, local: Path, key: str) -> None:
-        """Publish a file (one object at ``key``) or a directory (objects under ``key/``), manifest last."""
+    def upload(self, local: Path, key: str, *, replace: bool = True) -> None:
+        """Publish a file (one object at ``key``) or a directory (objects under ``key/``), manifest last.
+
+        ``replace=False`` is for content-addressed keys (see ``content_digest``): whatever is or will be published
+        there is the same content, so the key is not withdrawn first and a concurrent reader never loses it.
+        """
         check_key(key)
         local = Path(local)
         kind, files, empty_dirs = scan_local(local)
-        self._withdraw(key)
+        if replace:
+            self._withdraw(key)
         # One big file: minio uploads its parts in parallel; many files: the pool uploads files in parallel.
         parts = self.workers if kind == "file" else 1
         jobs = [(key if kind == "file" else f"{key}/{rel}", rel, path, size, parts) for rel, path, size in files]

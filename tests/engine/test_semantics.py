@@ -216,7 +216,9 @@ def test_artifacts_pass_by_from_and_subpath_under_argo_keys(run, store, tmp_path
     key = next(a["s3"]["key"] for a in r.node("copy").outputs["artifacts"])
     pod = argo_pod_name(r.name, "copy", f"{r.name}.copy")
     assert key == f"{r.name}/{pod}/dst"
-    assert store.is_dir(key) and store.exists(f"{r.name}/inputs/images")
+    input_key = json.loads(r.record.read_text())["kai"]["parameters"]["images"]
+    assert input_key.startswith("inputs/sha256-") and input_key.endswith("/images")  # stored by content
+    assert store.is_dir(key) and store.is_dir(input_key)
     assert (tmp_path / "out" / "report").read_text() == "BBB!"
     assert r.outputs["report"] == tmp_path / "out" / "report"
     assert sorted(p.name for p in images.iterdir()) == ["a.txt", "b.txt"]  # inputs untouched

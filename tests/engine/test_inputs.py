@@ -1,0 +1,46 @@
+"""Local inputs are stored by content: a re-run on the same folder re-uses it, a changed folder is a new key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kai_flows.engine import run_pipeline
+from kai_flows.store import ArtifactStore
+from tests.engine.wf import OK, container, dag, workflow
+
+PIPE = workflow([dag("main", [{"name": "a", "template": "ok", "arguments": {"artifacts": [
+    {"name": "images", "s3": {"key": "{{workflow.parameters.images}}"}}]}}]),
+    container("ok", OK, in_artifacts=[{"name": "images", "path": "/in/images"}])],
+    params=[{"name": "images"}], annotations={"kai-flows.io/inputs": '{"images": "images"}'})
+
+
+class CountingStore(ArtifactStore):
+    """The real store, counting the uploads of input keys."""
+
+    input_uploads = 0
+
+    def upload(self, local: Path, key: str, *, replace: bool = True) -> None:
+        if key.startswith("inputs/"):
+            CountingStore.input_uploads += 1
+        super().upload(local, key, replace=replace)
+
+
+def test_same_content_is_uploaded_once_and_new_content_gets_a_new_key(store: ArtifactStore, tmp_path: Path) -> None:
+    counting = CountingStore(store.config)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"A" * 1000)
+
+    def run(n: int) -> str:
+        r = run_pipeline(PIPE, inputs={"images": photos}, out=tmp_path / f"out{n}", store=counting,
+                         cache=tmp_path / "cache", progress=False)
+        assert r.phase == "Succeeded", r.message
+        return json.loads(r.record.read_text())["kai"]["parameters"]["images"]
+
+    first, second = run(1), run(2)
+    assert first == second and CountingStore.input_uploads == 1
+    (photos / "a.jpg").write_bytes(b"B" * 1000)  # same name and size, other bytes
+    third = run(3)
+    assert third != first and CountingStore.input_uploads == 2
+    assert sorted(store.list_keys("inputs/")) == sorted([f"{first}/a.jpg", f"{third}/a.jpg"])
