@@ -122,6 +122,17 @@ def mib(b: int | None) -> str:
     return "-" if b is None else f"{b / 2**20:.0f}"
 
 
+def sfm_rows(who: str, rec: pycolmap.Reconstruction, total: int, gt: dict | None) -> dict[str, str]:
+    """Registration and reprojection of a model and, with ground truth, its camera errors after Sim(3)."""
+    rows = {f"{who}: registered": f"{rec.num_reg_images()}/{total}",
+            f"{who}: reproj px": f"{rec.compute_mean_reprojection_error():.3f}"}
+    if gt:
+        e = pose_errors(rec, gt)
+        rows[f"{who}: pos mean/max mm"] = f"{e.position_mean * 1e3:.2f}/{e.position_max * 1e3:.2f}"
+        rows[f"{who}: rot mean deg"] = f"{e.rotation_mean_deg:.3f}"
+    return rows
+
+
 def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[str, int]) -> dict[str, str]:
     """One column of the table (row label -> cell) plus notes under the key '_notes'."""
     col: dict[str, str] = {}
@@ -141,12 +152,7 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
             work.mkdir()
             (plain, total), w_plain, c_plain = timed(plain_pycolmap, image_dir, work, plan.max_image_size, 2, 0)
             col["plain: wall s (cpu s)"] = f"{w_plain:.1f} ({c_plain:.1f})"
-            col["plain: registered"] = f"{plain.num_reg_images()}/{total}"
-            col["plain: reproj px"] = f"{plain.compute_mean_reprojection_error():.3f}"
-            if gt:
-                e = pose_errors(plain, gt)
-                col["plain: pos mean/max mm"] = f"{e.position_mean * 1e3:.2f}/{e.position_max * 1e3:.2f}"
-                col["plain: rot mean deg"] = f"{e.rotation_mean_deg:.3f}"
+            col |= sfm_rows("plain", plain, total, gt)
         except Exception as e:  # report, keep benchmarking the pipeline
             notes.append(f"{name}: plain pycolmap failed: {type(e).__name__}: {e}")
             w_plain = c_plain = None
@@ -200,12 +206,7 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
         try:
             rec = pycolmap.Reconstruction(str(find_model(cameras)))
             total = len([p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES])
-            col["ours: registered"] = f"{rec.num_reg_images()}/{total}"
-            col["ours: reproj px"] = f"{rec.compute_mean_reprojection_error():.3f}"
-            if gt:
-                e = pose_errors(rec, gt)
-                col["ours: pos mean/max mm"] = f"{e.position_mean * 1e3:.2f}/{e.position_max * 1e3:.2f}"
-                col["ours: rot mean deg"] = f"{e.rotation_mean_deg:.3f}"
+            col |= sfm_rows("ours", rec, total, gt)
         except Exception as e:
             notes.append(f"{name}: reading/evaluating the cameras failed: {type(e).__name__}: {e}")
     cp = by_name.get("camera-poses")
