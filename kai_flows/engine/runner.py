@@ -156,6 +156,19 @@ def _input_key(name: str, folder: Path) -> str:
         raise RunRequestError(f"input {name!r}: {e}") from None
 
 
+def _check_inputs_unchanged(wf: Workflow, previous_meta: Mapping[str, Any], input_keys: Mapping[str, str],
+                            resume: str) -> None:
+    """A resumed run keeps its parameters, input keys included (as Argo's retry does): refuse an input folder whose
+    content changed since, instead of mixing steps computed from two different photo sets."""
+    before = previous_meta.get("parameters", {})
+    for name, param in _json_annotation(wf, INPUTS_ANNOTATION).items():
+        old, new = before.get(param), input_keys.get(name)
+        if new is not None and old is not None and old.startswith("inputs/sha256-") and old != new:
+            folder = previous_meta.get("inputs", {}).get(name, "?")
+            raise RunRequestError(f"input {name!r}: {folder} changed since run {resume!r} stored it; start a new run "
+                                  "instead of resuming")
+
+
 def resolve_parameters(wf: Workflow, given: Mapping[str, str], inputs: Mapping[str, Path],
                        keys_for_inputs: Mapping[str, str]) -> dict[str, str]:
     """The workflow's parameters: given values, then input keys, then defaults; every one checked."""
@@ -348,6 +361,8 @@ def run_pipeline(
     checked_inputs = {name: check_input_dir(name, p) for name, p in inputs.items()}
     # Inputs are stored by content: re-running on the same photos re-uses them instead of uploading them again.
     input_keys = {name: _input_key(name, p) for name, p in checked_inputs.items()}
+    if resume:
+        _check_inputs_unchanged(wf, previous_meta, input_keys, resume)
     params = resolve_parameters(wf, parameters, checked_inputs, input_keys)
     outputs_map = _json_annotation(wf, OUTPUTS_ANNOTATION)
     out = Path(out).expanduser().resolve()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kai_flows.engine import run_pipeline
+import pytest
+
+from kai_flows.engine import RunRequestError, run_pipeline
 from kai_flows.store import ArtifactStore
 from tests.engine.wf import OK, container, dag, workflow
 
@@ -44,3 +46,28 @@ def test_same_content_is_uploaded_once_and_new_content_gets_a_new_key(store: Art
     third = run(3)
     assert third != first and CountingStore.input_uploads == 2
     assert sorted(store.list_keys("inputs/")) == sorted([f"{first}/a.jpg", f"{third}/a.jpg"])
+
+
+def test_resume_refuses_an_input_folder_that_changed(store: ArtifactStore, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"A" * 10)
+    gate = tmp_path / "gate"
+    doc = workflow([dag("main", [{"name": "a", "template": "gated", "arguments": {"artifacts": [
+        {"name": "images", "s3": {"key": "{{workflow.parameters.images}}"}}]}}]),
+        container("gated", f"import sys, pathlib; sys.exit(0 if pathlib.Path({str(gate)!r}).exists() else 3)",
+                  in_artifacts=[{"name": "images", "path": "/in/images"}])],
+        params=[{"name": "images"}], annotations={"kai-flows.io/inputs": '{"images": "images"}'})
+
+    def run(**kw: object):
+        return run_pipeline(doc, store=store, cache=tmp_path / "cache", progress=False, out=tmp_path / "out", **kw)
+
+    failed = run(inputs={"images": photos})
+    assert failed.phase == "Failed"
+    (photos / "a.jpg").write_bytes(b"B" * 10)
+    with pytest.raises(RunRequestError, match=r"input 'images': .*photos changed since run '.*' stored it; start a "
+                                              r"new run instead of resuming"):
+        run(inputs={"images": photos}, resume=failed.name)
+    (photos / "a.jpg").write_bytes(b"A" * 10)  # back as it was: the resume goes ahead
+    gate.write_text("open")
+    assert run(inputs={"images": photos}, resume=failed.name).phase == "Succeeded"
