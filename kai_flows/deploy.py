@@ -249,7 +249,8 @@ def required_secrets(manifests: list[Manifest]) -> dict[tuple[str, str], set[str
 
 def missing_secrets(manifests: list[Manifest], client: Any) -> list[str]:
     """One line per required Secret the cluster lacks, with the command that creates it."""
-    from kubernetes.dynamic.exceptions import NotFoundError
+    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+    from urllib3.exceptions import HTTPError
 
     secrets = client.resources.get(api_version="v1", kind="Secret")
     lines = []
@@ -260,6 +261,11 @@ def missing_secrets(manifests: list[Manifest], client: Any) -> list[str]:
             literals = " ".join(f"--from-literal={k}=..." for k in sorted(keys))
             lines.append(f"Secret {namespace}/{name} does not exist; workflows cannot reach their artifacts until "
                          f"it does: kubectl -n {namespace} create secret generic {name} {literals}")
+        except DynamicApiError as e:  # e.g. 403: a least-privilege deployer may not read Secrets
+            lines.append(f"could not check Secret {namespace}/{name} (keys {', '.join(sorted(keys))}): "
+                         f"HTTP {e.status}; make sure it exists")
+        except HTTPError as e:
+            lines.append(f"could not check Secret {namespace}/{name}: {type(e).__name__}; make sure it exists")
     return lines
 
 

@@ -74,6 +74,8 @@ class ArgoBackend:
         try:
             info = self.submitter.template(job.pipeline, self.namespace)
         except SubmitError as e:
+            if e.transient:
+                raise  # unreachable or 5xx: the coordinator keeps the job and tries again
             raise BackendError(str(e)) from None
         open_params = [p.name for p in info.parameters if p.required and p.name not in given]
         if len(open_params) != 1:

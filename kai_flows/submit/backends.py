@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from kai_flows.submit.errors import SubmitError
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
+# Answers worth trying again later: rate limiting, and the server or a proxy in front of it failing or unavailable.
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 class Backend(Protocol):
@@ -60,9 +63,8 @@ class RestBackend:
         except NotFound:
             raise
         except HeraException as e:
-            # Hera maps 400/401/403/404/409/500/501 to subclasses; what it leaves as the base class is mostly a
-            # proxy's 502/503/504 (or 429) in front of the Argo Server: worth trying again, like a 500.
-            transient = isinstance(e, InternalServerError) or type(e) is HeraException
+            status = re.match(r"Server returned status code (\d+)", str(e))
+            transient = isinstance(e, InternalServerError) or (status is not None and int(status[1]) in TRANSIENT)
             raise SubmitError(f"{self.description}: {what} failed: {e}", transient=transient) from None
         except requests.RequestException as e:
             raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}", transient=True) from None
@@ -145,7 +147,7 @@ class KubeBackend:
                     raise SubmitError(not_found) from None
                 return None
             raise SubmitError(f"{self.description}: {what} failed: HTTP {e.status}: {_api_detail(e)}",
-                              transient=e.status is not None and (e.status >= 500 or e.status == 429)) from None
+                              transient=e.status in TRANSIENT) from None
         except HTTPError as e:
             raise SubmitError(f"cannot reach {self.description} ({what}): {type(e).__name__}", transient=True) from None
 

@@ -184,13 +184,14 @@ def test_server_errors_on_create_are_retried_and_refusals_are_not(make, server: 
     assert len(server.workflows) == 1 and server.create_errors == []
     assert [h.to_status for h in jobs.history(conn, flaky.id)] == ["queued", "submitted", "running", "succeeded"]
 
-    server.create_errors = [403]  # RBAC refuses the create: retrying cannot help
-    refused = jobs.enqueue(conn, "image-quality", {"images": "in/b/"}, tier="pro", queue_class="interactive")
-    run_until_done(c, conn)
+    for code in (403, 422):  # RBAC or validation refuses the create: retrying cannot help
+        server.create_errors = [code]
+        refused = jobs.enqueue(conn, "image-quality", {"images": "in/b/"}, tier="pro", queue_class="interactive")
+        run_until_done(c, conn)
+        failed = jobs.get_job(conn, refused.id)
+        assert failed.status == JobStatus.FAILED, failed.error
+        assert re.search(rf"^submission failed: .*create workflow failed: .*{code}.*scripted HTTP {code}", failed.error)
     c.close()
-    failed = jobs.get_job(conn, refused.id)
-    assert failed.status == JobStatus.FAILED, failed.error
-    assert re.search(r"^submission failed: .*create workflow failed: .*403.*scripted HTTP 403", failed.error)
     assert len(server.workflows) == 1
 
 

@@ -46,6 +46,7 @@ class FakeArgo:
         self.script_on_create: list[dict[str, Any]] = []  # the script given to each workflow created from now on
         self.requests: list[dict[str, Any]] = []
         self.secrets: set[tuple[str, str]] = set()  # (namespace, name) of the Secrets that exist
+        self.secrets_forbidden = False  # reading Secrets answers 403, as for a least-privilege deployer
         self.create_errors: list[int] = []  # HTTP statuses the next creates answer with, one each, before any works
         self.applied: list[dict[str, Any]] = []  # server-side applies: {path, query, content_type, body}
         self._lock = threading.Lock()
@@ -136,6 +137,9 @@ class FakeArgo:
             if method == "PATCH" and "merge-patch" in ctype:
                 return self._shutdown(ns, rest[0], body["spec"]["shutdown"])
         if method == "GET" and path.startswith("/api/v1/namespaces/") and len(parts) == 6 and parts[4] == "secrets":
+            if self.secrets_forbidden:
+                return 403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+                             "code": 403, "message": "secrets is forbidden"}
             if (parts[3], parts[5]) in self.secrets:
                 meta = {"name": parts[5], "namespace": parts[3]}
                 return 200, {"apiVersion": "v1", "kind": "Secret", "metadata": meta}

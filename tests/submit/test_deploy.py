@@ -127,6 +127,10 @@ def test_missing_s3_secret_is_reported_with_the_command_that_creates_it(source: 
         warnings.clear()
         deploy(DeployOptions(source=source, images_dir=images), on_warning=warnings.append)
         assert warnings == []
+        server.secrets_forbidden = True  # a deployer without `get secrets`: a warning, not a traceback
+        deploy(DeployOptions(source=source, images_dir=images), on_warning=warnings.append)
+        assert warnings == ["could not check Secret kai-ml/kai-s3-credentials (keys accessKey, secretKey): HTTP 403; "
+                            "make sure it exists"]
 
 
 def test_cluster_without_argo_gets_nothing(source: Path, images: Path, tmp_path: Path,
