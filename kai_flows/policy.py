@@ -129,7 +129,12 @@ class Policy(BaseModel):
             patch |= {"nodeSelector": pool.node_selector, "tolerations": pool.tolerations()}
         if has_gpu_steps and not tier.gpu:
             no_gpu = {GPU_RESOURCE: None}
-            patch["containers"] = [{"name": "main", "resources": {"limits": no_gpu, "requests": no_gpu}}]
+            # Without a pool override the pod may still land on a GPU node: hide its devices too, or a CUDA
+            # image (NVIDIA_VISIBLE_DEVICES=all) would use GPUs it never requested.
+            hidden = [{"name": "CUDA_VISIBLE_DEVICES", "value": ""},
+                      {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+            patch["containers"] = [{"name": "main", "resources": {"limits": no_gpu, "requests": no_gpu},
+                                    "env": hidden}]
         return json.dumps(patch, sort_keys=True, separators=(",", ":"))
 
 

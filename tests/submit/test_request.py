@@ -158,7 +158,11 @@ def test_tier_without_gpus_strips_the_gpu_of_steps_with_a_cpu_path() -> None:
     free = json.loads(build_workflow(SubmitRequest(**request, tier="free"), info)["spec"]["podSpecPatch"])
     # a strategic-merge null deletes the key: the pod asks for no GPU and the step takes its CPU path
     assert free["containers"] == [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": None},
-                                                                 "requests": {"nvidia.com/gpu": None}}}]
+                                                                 "requests": {"nvidia.com/gpu": None}},
+                                   "env": [{"name": "CUDA_VISIBLE_DEVICES", "value": ""},
+                                           {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]}]
+    internal = json.loads(build_workflow(SubmitRequest(**request, tier="internal"), info)["spec"]["podSpecPatch"])
+    assert internal["containers"] == free["containers"]  # no pool override, so the devices are hidden too
     assert free["nodeSelector"] == {"kai.io/node-pool": "spot-instances"}
     enterprise = json.loads(build_workflow(SubmitRequest(**request, tier="enterprise"), info)["spec"]["podSpecPatch"])
     assert "containers" not in enterprise  # a tier with GPUs keeps the compiled GPU request
