@@ -146,14 +146,27 @@ def check_input_dir(name: str, path: Path) -> Path:
     return path.resolve()
 
 
+INPUT_DIGEST_CHARS = 40
+
+
 def _input_key(name: str, folder: Path) -> str:
     from kai_flows.store.errors import LocalPathError
     from kai_flows.store.manifest import content_digest
 
     try:
-        return f"inputs/sha256-{content_digest(folder)[:40]}/{name}"
+        return f"inputs/sha256-{content_digest(folder)[:INPUT_DIGEST_CHARS]}/{name}"
     except LocalPathError as e:
         raise RunRequestError(f"input {name!r}: {e}") from None
+
+
+def _upload_input(st: Any, name: str, local: Path, key: str) -> None:
+    """Publish a local input at its content key; if the folder changed between hashing and uploading, withdraw
+    it again (a content key must hold exactly that content) and refuse the run."""
+    manifest = st.upload(local, key, replace=False)
+    if f"sha256-{manifest.content_digest()[:INPUT_DIGEST_CHARS]}/" not in key:
+        st.delete(key)
+        raise RunRequestError(f"input {name!r}: {local} changed while it was being uploaded; run again when it "
+                              "has settled")
 
 
 def _check_inputs_unchanged(wf: Workflow, previous_meta: Mapping[str, Any], input_keys: Mapping[str, str],
@@ -401,12 +414,15 @@ def run_pipeline(
             zygote_ref.append(zygotes)
             zygotes.prestart({m for t in wf.templates.values() if t.kind == "container"
                               if (m := warm_module([*t.command, *t.args])) is not None})
+            used_keys = set(params.values())  # a resumed run from an older version may name other keys
             for name, local in checked_inputs.items():
+                if input_keys[name] not in used_keys:
+                    continue
                 if st.exists(input_keys[name]):
                     view.note(f"input {name}: the same content is already in the store")
                 else:
                     view.note(f"uploading input {name} from {local}")
-                    st.upload(local, input_keys[name], replace=False)
+                    _upload_input(st, name, local, input_keys[name])
             services = PodServices(store=st, inputs=InputCache(st, scratch / "_inputs"), groups=ProcessGroups(),
                                    env=step_env, keep_scratch=keep_scratch, zygotes=zygotes)
             ctx = RunContext(run_name=run_name, uid=uid, params=params, services=services, scratch_root=scratch,

@@ -40,6 +40,10 @@ class Manifest(BaseModel):
     def object_key(self, entry: ManifestEntry) -> str:
         return self.key if self.kind == "file" else f"{self.key}/{entry.path}"
 
+    def content_digest(self) -> str:
+        """The ``content_digest`` of what was uploaded (from the sizes and hashes read while uploading)."""
+        return _digest(self.kind, [(f.path, f.size, f.sha256) for f in self.files], self.empty_dirs)
+
 
 def manifest_key(key: str) -> str:
     return f"{MANIFEST_PREFIX}{key}.json"
@@ -99,16 +103,24 @@ def content_digest(local: Path) -> str:
     """sha256 over a file's or directory's content: every relative path, size and file sha256, and the empty
     directories. Equal digests mean equal artifacts, so content can be addressed by it."""
     kind, files, empty_dirs = scan_local(local)
+    return _digest(kind, [(rel, size, _file_sha256(path)) for rel, path, size in files], empty_dirs)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as err:
+        raise LocalPathError(f"cannot read local file {str(path)!r}: {err.strerror}") from None
+    return digest.hexdigest()
+
+
+def _digest(kind: str, files: list[tuple[str, int, str]], empty_dirs: list[str]) -> str:
     outer = hashlib.sha256(kind.encode())
-    for rel, path, size in files:
-        inner = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    inner.update(chunk)
-        except OSError as err:
-            raise LocalPathError(f"cannot read local file {str(path)!r}: {err.strerror}") from None
-        outer.update(f"\0{rel}\0{size}\0{inner.hexdigest()}".encode())
-    for rel in empty_dirs:
+    for rel, size, sha256 in sorted(files):
+        outer.update(f"\0{rel}\0{size}\0{sha256}".encode())
+    for rel in sorted(empty_dirs):
         outer.update(f"\0{rel}/".encode())
     return outer.hexdigest()

@@ -162,7 +162,7 @@ class ArtifactStore:
                     raise
 
     # ---------------------------------------------------------------- artifacts
-    def upload(self, local: Path, key: str, *, replace: bool = True) -> None:
+    def upload(self, local: Path, key: str, *, replace: bool = True) -> Manifest:
         """Publish a file (one object at ``key``) or a directory (objects under ``key/``), manifest last.
 
         ``replace=False`` is for content-addressed keys (see ``content_digest``): whatever is or will be published
@@ -179,6 +179,7 @@ class ArtifactStore:
         entries = self._parallel(lambda job: self._put_file(*job), jobs)
         manifest = Manifest(key=key, kind=kind, files=entries, empty_dirs=empty_dirs)
         self._put_raw(manifest_key(key), manifest.model_dump_json().encode())
+        return manifest
 
     def download(self, key: str, local: Path) -> None:
         """Recreate the published artifact at ``local`` (absent, or an empty directory); parents are created."""
@@ -219,6 +220,10 @@ class ArtifactStore:
     def is_dir(self, key: str) -> bool:
         """Whether the artifact published at ``key`` is a directory (``StoreKeyMissingError`` if none is)."""
         return self._manifest(check_key(key)).kind == "dir"
+
+    def delete(self, key: str) -> None:
+        """Withdraw the artifact at ``key`` (manifest first) and delete its objects; nothing there is no error."""
+        self._withdraw(check_key(key))
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every object key starting with ``prefix`` (S3 prefix semantics), sorted; manifests left out."""

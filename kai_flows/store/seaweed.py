@@ -187,7 +187,7 @@ class EmbeddedSeaweedFS:
         store.ensure_bucket()
         if warm_up:
             store.put_bytes(_WARM_UP_KEY, b"")
-            store.delete_prefix(_WARM_UP_KEY)
+            store.delete(_WARM_UP_KEY)
         return store
 
     def __enter__(self) -> EmbeddedSeaweedFS:

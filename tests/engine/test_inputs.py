@@ -22,10 +22,10 @@ class CountingStore(ArtifactStore):
 
     input_uploads = 0
 
-    def upload(self, local: Path, key: str, *, replace: bool = True) -> None:
+    def upload(self, local: Path, key: str, *, replace: bool = True):  # type: ignore[no-untyped-def]
         if key.startswith("inputs/"):
-            CountingStore.input_uploads += 1
-        super().upload(local, key, replace=replace)
+            self.input_uploads += 1
+        return super().upload(local, key, replace=replace)
 
 
 def test_same_content_is_uploaded_once_and_new_content_gets_a_new_key(store: ArtifactStore, tmp_path: Path) -> None:
@@ -41,10 +41,10 @@ def test_same_content_is_uploaded_once_and_new_content_gets_a_new_key(store: Art
         return json.loads(r.record.read_text())["kai"]["parameters"]["images"]
 
     first, second = run(1), run(2)
-    assert first == second and CountingStore.input_uploads == 1
+    assert first == second and counting.input_uploads == 1
     (photos / "a.jpg").write_bytes(b"B" * 1000)  # same name and size, other bytes
     third = run(3)
-    assert third != first and CountingStore.input_uploads == 2
+    assert third != first and counting.input_uploads == 2
     assert sorted(store.list_keys("inputs/")) == sorted([f"{first}/a.jpg", f"{third}/a.jpg"])
 
 
@@ -71,3 +71,21 @@ def test_resume_refuses_an_input_folder_that_changed(store: ArtifactStore, tmp_p
     (photos / "a.jpg").write_bytes(b"A" * 10)  # back as it was: the resume goes ahead
     gate.write_text("open")
     assert run(inputs={"images": photos}, resume=failed.name).phase == "Succeeded"
+
+
+def test_a_folder_changing_during_its_upload_leaves_no_content_key(store: ArtifactStore, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"A" * 10)
+
+    class SyncingStore(ArtifactStore):
+        """The real store; a photo sync rewrites a file after the engine hashed the folder."""
+
+        def upload(self, local: Path, key: str, *, replace: bool = True):  # type: ignore[no-untyped-def]
+            (photos / "a.jpg").write_bytes(b"C" * 10)
+            return super().upload(local, key, replace=replace)
+
+    with pytest.raises(RunRequestError, match=r"input 'images': .*photos changed while it was being uploaded"):
+        run_pipeline(PIPE, inputs={"images": photos}, out=tmp_path / "out", store=SyncingStore(store.config),
+                     cache=tmp_path / "cache", progress=False)
+    assert store.list_keys("inputs/") == []

@@ -121,7 +121,7 @@ def test_port_grabbed_before_weed_binds_is_retried(tmp_path: Path, monkeypatch: 
 
 def test_warm_up_grows_the_bucket_and_leaves_nothing_behind(seaweed_server: EmbeddedSeaweedFS) -> None:
     store = seaweed_server.store("warm-up-check", warm_up=True)
-    assert store.list_keys("") == []
+    assert store.list_keys("") == [] and not store.exists("kai-flows-warm-up")  # objects and manifest gone
     status = urllib3.request("GET", f"http://127.0.0.1:{seaweed_server.ports['master']}/vol/status").json()
     racks = status["Volumes"]["DataCenters"]["DefaultDataCenter"].values()
     collections = {v["Collection"] for rack in racks for volumes in rack.values() for v in volumes}
