@@ -228,8 +228,8 @@ EXTRA_STORES = 8  # default store folders tried when runs overlap: <cache>/store
 def _open_store(store: Any, store_dir: Path | None, cache: Path,
                 previous_dir: str | None = None) -> Iterator[tuple[Any, Path | None]]:
     """An ArtifactStore and its embedded server's folder: the store given, an S3Config (or KAI_S3_* env), or an
-    embedded SeaweedFS in `store_dir`, else in the first free default folder under `cache` (a resumed run tries
-    its earlier folder first, where its artifacts are)."""
+    embedded SeaweedFS in `store_dir`, else (a resumed run) in the folder its artifacts are in, else in the first
+    free default folder under `cache`."""
     from kai_flows.store import ArtifactStore, EmbeddedSeaweedFS, S3Config, StoreDirInUseError
 
     if isinstance(store, ArtifactStore):
@@ -241,19 +241,21 @@ def _open_store(store: Any, store_dir: Path | None, cache: Path,
         s.ensure_bucket()
         yield s, None
         return
-    if store_dir is not None:
-        folders = [Path(store_dir)]
+    if store_dir is not None or previous_dir is not None:
+        folders = [Path(store_dir or previous_dir)]  # type: ignore[arg-type]
     else:  # two runs at once each get their own server: one SeaweedFS per data folder
         folders = [cache / "store", *(cache / f"store-{n}" for n in range(2, EXTRA_STORES + 1))]
-        if previous_dir is not None and Path(previous_dir) in folders:
-            folders.insert(0, folders.pop(folders.index(Path(previous_dir))))
     for i, folder in enumerate(folders):
         server = EmbeddedSeaweedFS(folder)
         try:
             server.start()
         except StoreDirInUseError:
-            if i == len(folders) - 1:
+            if len(folders) == 1:
                 raise
+            if i == len(folders) - 1:
+                raise StoreDirInUseError(f"all {len(folders)} store folders under {cache} (store, store-2 ... "
+                                         f"store-{EXTRA_STORES}) are in use by other runs; wait for one to end, or "
+                                         "give --store-dir") from None
             continue
         try:
             yield server.store(warm_up=True), folder

@@ -147,3 +147,16 @@ def test_overlapping_runs_get_their_own_embedded_store(tmp_path, images):
         with pytest.raises(StoreDirInUseError, match=r"data dir '.*/cache/store' is in use by another embedded"):
             run_pipeline(PIPE, inputs={"images": images}, out=tmp_path / "o2", cache=cache, progress=False,
                          store_dir=cache / "store")
+
+
+def test_resume_uses_the_store_folder_of_its_run(tmp_path):
+    """A resumed run's artifacts are in the folder its run used: it goes there (not to a free default one)."""
+    cache = tmp_path / "cache"
+    doc = workflow([dag("main", [{"name": "a", "template": "bad"}]), container("bad", FAIL)])
+    with EmbeddedSeaweedFS(cache / "store"):
+        failed = run_pipeline(doc, out=tmp_path / "o", cache=cache, progress=False)
+    assert failed.phase == "Failed"
+    assert json.loads(failed.record.read_text())["kai"]["store"]["dir"] == str(cache / "store-2")
+    with EmbeddedSeaweedFS(cache / "store-2"), pytest.raises(
+            StoreDirInUseError, match=r"data dir '.*/cache/store-2' is in use by another embedded"):
+        run_pipeline(doc, out=tmp_path / "o", cache=cache, progress=False, resume=failed.name)
