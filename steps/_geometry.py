@@ -39,24 +39,31 @@ def clean_mesh(mesh: o3d.geometry.TriangleMesh, min_component: float = 0.02, det
         labels, counts, _ = mesh.cluster_connected_triangles()
         labels, counts = np.asarray(labels), np.asarray(counts)
         drop = counts < max(1, min_component * counts.max())
-        drop |= _detached(mesh, labels, counts, detached_component, max_gap) & ~drop
+        drop |= _detached(mesh, labels, counts, detached_component, max_gap, already=drop)
         mesh.remove_triangles_by_mask(drop[labels])
     mesh.remove_unreferenced_vertices()
     return mesh
 
 
 def _detached(mesh: o3d.geometry.TriangleMesh, labels: np.ndarray, counts: np.ndarray, size: float,
-              max_gap: float) -> np.ndarray:
-    """Per component: smaller than ``size`` of the largest and farther than ``max_gap`` of its diagonal from it."""
+              max_gap: float, already: np.ndarray) -> np.ndarray:
+    """Per component: smaller than ``size`` of the largest and farther than ``max_gap`` of its diagonal from it
+    (components in ``already`` are not examined)."""
     detached = np.zeros(len(counts), dtype=bool)
-    candidates = np.flatnonzero(counts < size * counts.max())
+    candidates = np.flatnonzero((counts < size * counts.max()) & ~already)
     if not len(candidates):
         return detached
     vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.triangles)
-    main = vertices[np.unique(faces[labels == np.argmax(counts)])]
+    order = np.argsort(labels, kind="stable")  # faces grouped by component once, not one scan per component
+    bounds = np.searchsorted(labels[order], np.arange(len(counts) + 1))
+
+    def points(c: int) -> np.ndarray:
+        return vertices[np.unique(faces[order[bounds[c]:bounds[c + 1]]])]
+
+    main = points(int(np.argmax(counts)))
     tree, limit = cKDTree(main), max_gap * bbox_diagonal(main)
     for c in candidates:
-        gap, _ = tree.query(vertices[np.unique(faces[labels == c])], workers=-1)
+        gap, _ = tree.query(points(c), workers=-1)
         detached[c] = gap.min() > limit
     return detached
 
