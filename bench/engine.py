@@ -112,7 +112,8 @@ def bench_quality(store, work: Path, repeat: int) -> None:
         inproc, inproc_cpu = (statistics.median(x) for x in zip(*inproc_runs, strict=True))
         engine, engine_cpu = (statistics.median(x) for x in zip(*engine_runs, strict=True))
         steps = statistics.median(step_runs)
-        shares = sorted(f"{(e - i) / e * 100:.0f}" for (i, _), (e, _) in zip(inproc_runs, engine_runs, strict=True))
+        shares = [f"{x:.0f}" for x in sorted((e - i) / e * 100 for (i, _), (e, _) in
+                                             zip(inproc_runs, engine_runs, strict=True))]
         print(f"(c) image-quality on fountain_p11 ({listing.count} images), parallelism 1, "
               f"{'warm' if warm else 'cold'} starts, {'input uploaded' if fresh_input else 'input already stored'}, "
               f"median of {repeat}: in one process {inproc:.2f}s wall / "
