@@ -131,6 +131,7 @@ class LocalEngineBackend:
             reuse = len(ports) == 4 and all(port_free(p) and port_free(p + 10000) for p in ports)
             server = EmbeddedSeaweedFS(self.state_dir / "store", ports=ports if reuse else None)  # type: ignore[arg-type]
             server.start()
+            server.store(warm_up=True)  # bucket and volumes now, not in the first job's upload
             self._server, self._generation = server, uuid.uuid4().hex
             _write_atomic(self.state_dir / "store.json", json.dumps(
                 {"ports": [server.ports[r] for r in ("master", "volume", "filer", "s3")],
