@@ -146,7 +146,12 @@ def check_input_dir(name: str, path: Path) -> Path:
     return path.resolve()
 
 
-INPUT_DIGEST_CHARS = 40
+INPUT_KEY_PREFIX = "inputs/sha256-"
+
+
+def _content_key(name: str, digest: str) -> str:
+    """Where a local input with this content digest is stored: the same photos, the same key."""
+    return f"{INPUT_KEY_PREFIX}{digest[:40]}/{name}"
 
 
 def _input_key(name: str, folder: Path) -> str:
@@ -154,7 +159,7 @@ def _input_key(name: str, folder: Path) -> str:
     from kai_flows.store.manifest import content_digest
 
     try:
-        return f"inputs/sha256-{content_digest(folder)[:INPUT_DIGEST_CHARS]}/{name}"
+        return _content_key(name, content_digest(folder))
     except LocalPathError as e:
         raise RunRequestError(f"input {name!r}: {e}") from None
 
@@ -163,7 +168,7 @@ def _upload_input(st: Any, name: str, local: Path, key: str) -> None:
     """Publish a local input at its content key; if the folder changed between hashing and uploading, withdraw
     it again (a content key must hold exactly that content) and refuse the run."""
     manifest = st.upload(local, key, replace=False)
-    if f"sha256-{manifest.content_digest()[:INPUT_DIGEST_CHARS]}/" not in key:
+    if _content_key(name, manifest.content_digest()) != key:
         st.delete(key)
         raise RunRequestError(f"input {name!r}: {local} changed while it was being uploaded; run again when it "
                               "has settled")
@@ -176,7 +181,7 @@ def _check_inputs_unchanged(wf: Workflow, previous_meta: Mapping[str, Any], inpu
     before = previous_meta.get("parameters", {})
     for name, param in _json_annotation(wf, INPUTS_ANNOTATION).items():
         old, new = before.get(param), input_keys.get(name)
-        if new is not None and old is not None and old.startswith("inputs/sha256-") and old != new:
+        if new is not None and old is not None and old.startswith(INPUT_KEY_PREFIX) and old != new:
             folder = previous_meta.get("inputs", {}).get(name, "?")
             raise RunRequestError(f"input {name!r}: {folder} changed since run {resume!r} stored it; start a new run "
                                   "instead of resuming")
