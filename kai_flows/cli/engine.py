@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -37,8 +38,12 @@ def run_cmd(
     resume: str = typer.Option(None, "--resume", help="re-use the Succeeded steps of this earlier run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     cold: bool = typer.Option(False, "--cold", help="start every step as a fresh process (no warm starts)"),
+    runtime: str = typer.Option("process", "--runtime", help="process: steps as host processes (fast, no images); "
+                                "container: each step in its image with its pod's security context and limits"),
+    engine: str = typer.Option(None, "--engine", help="container engine for --runtime container (podman|docker; "
+                               "default: the one on PATH)"),
 ) -> None:
-    """Run a compiled pipeline on this machine (steps as local processes, artifacts in S3)."""
+    """Run a compiled pipeline on this machine (steps as host processes or in their images, artifacts in S3)."""
     from kai_flows.engine.model import EngineError  # imported here: `kai-flows --help` stays fast
     from kai_flows.engine.runner import run_pipeline
     from kai_flows.store import S3Config, StoreError
@@ -55,19 +60,19 @@ def run_cmd(
         result = run_pipeline(pipeline, parameters=_pairs(param, "--param"), inputs={
             k: Path(v) for k, v in _pairs(input_, "--input").items()}, out=out, parallelism=parallelism,
             store=store, store_dir=store_dir, resume=resume, progress=not quiet,
-            warm_starts=not cold)
+            warm_starts=not cold, runtime=runtime, container_engine=engine)
     except (EngineError, StoreError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red] before the run started; nothing ran")
         raise typer.Exit(130) from None
     style = "green" if result.succeeded else "red"
-    console.print(f"[{style}]{result.name} {result.phase}[/{style}]" + (f": {result.message}" if result.message
-                                                                          else ""))
+    console.print(f"[{style}]{result.name} {result.phase}[/{style}]" + (f": {escape(result.message)}"
+                                                                          if result.message else ""))
     for name, path in result.outputs.items():
-        console.print(f"  output {name}: {path if path else '(not produced)'}")
-    console.print(f"  record: {result.record}")
+        console.print(f"  output {name}: {escape(str(path)) if path else '(not produced)'}")
+    console.print(f"  record: {escape(str(result.record))}")
     for w in result.warnings:
         console.print(f"  [yellow]warning:[/yellow] {w}")
     if not result.succeeded:

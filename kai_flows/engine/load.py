@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kai_flows.engine import expressions
+from kai_flows.engine import expressions, podspec
 from kai_flows.engine.model import (
     ArtifactArg,
     ArtifactDecl,
@@ -84,6 +84,7 @@ class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.ignored: list[str] = []
+        self.spec: dict[str, Any] = {}
 
     def err(self, where: str, message: str) -> TemplateError:
         return TemplateError(f"{self.source}: {where}: {message}")
@@ -336,6 +337,7 @@ class _Loader:
                                                                   f"{where}.metadata.annotations").items()},
             retry=self.retry(t.get("retryStrategy"), f"{where}.retryStrategy"),
             deadline=self.deadline(t, where),
+            pod=podspec.parse(t, self.spec, where),
             **common,
         )
 
@@ -393,6 +395,7 @@ class _Loader:
         assert name is not None
         spec = self.mapping(doc.get("spec"), "spec")
         self.check_keys(spec, "spec", SUPPORTED_SPEC, CLUSTER_ONLY_SPEC, "the workflow spec")
+        self.spec = spec
         templates: dict[str, Template] = {}
         for i, raw in enumerate(self.seq(spec.get("templates"), "spec.templates")):
             tmpl = self.template(raw, i)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kai_flows.engine.podspec import PodSpec
+
 
 class EngineError(Exception):
     """Base of every error the engine reports as one line (never a traceback)."""
@@ -107,6 +109,7 @@ class Template:
     retry: RetryStrategy | None = None
     deadline: float | None = None  # activeDeadlineSeconds or timeout, whichever is shorter
     metrics: tuple[dict[str, Any], ...] = ()
+    pod: PodSpec = field(default_factory=PodSpec)  # env, mounts, volumes, securityContext: the container runtime's
     # dag
     tasks: tuple[Task, ...] = ()
     target: tuple[str, ...] = ()

@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kai_flows.engine import variables
 from kai_flows.engine.artifacts import InputCache
+from kai_flows.engine.launch import Launcher, LaunchRequest, Workspace
 from kai_flows.engine.model import EngineError, Template
-from kai_flows.engine.process import ProcessGroups, run_process
-from kai_flows.engine.warm import ZygotePool, ZygoteUnavailable, warm_module
+from kai_flows.engine.process import ProcessGroups
 from kai_flows.policy import CPU_FALLBACK_ANNOTATION
 
 RESULT_LIMIT = 256 * 1024
@@ -65,9 +64,13 @@ class PodServices:
     store: Any
     inputs: InputCache
     groups: ProcessGroups
-    env: dict[str, str]
+    launcher: Launcher  # how a step starts: host process (cold or warm) or container
     keep_scratch: bool = False
-    zygotes: ZygotePool | None = None  # warm starts of entry-point steps (zygote.py)
+
+
+def scratch_file(scratch: Path, name: str) -> Path:
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch / name
 
 
 def _trim_newline(text: str) -> str:
@@ -88,14 +91,22 @@ def _log(path: Path, text: str) -> None:
 
 
 def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
-    tmpl = spec.template
     scratch = spec.scratch
     if scratch.exists():
         shutil.rmtree(scratch)
-    in_dir, out_art, out_par = scratch / "inputs" / "artifacts", scratch / "outputs" / "artifacts", \
-        scratch / "outputs" / "parameters"
-    for d in (in_dir, out_art, out_par):
-        d.mkdir(parents=True)
+    ws = svc.launcher.workspace(spec.template, scratch, spec.pod_name)
+    try:
+        return _run_attempt(spec, svc, ws)
+    except EngineError as e:  # the launcher's own refusals (e.g. runAsNonRoot): the pod never ran
+        return PodResult("Error", str(e))
+    finally:
+        ws.close()
+        if not svc.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResult:
+    tmpl = spec.template
     _log(spec.log_path, f"=== {spec.node_name} pod {spec.pod_name}"
          + (f" attempt {spec.retries}" if spec.retries is not None else "") + " ===")
 
@@ -107,14 +118,12 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
     scope["node.name"] = spec.node_name
     if spec.retries is not None:
         scope["retries"] = str(spec.retries)
-    in_paths: dict[str, Path] = {}
     for decl in tmpl.input_artifacts:
-        in_paths[decl.name] = in_dir / decl.name
-        scope[f"inputs.artifacts.{decl.name}.path"] = str(in_paths[decl.name])
+        scope[f"inputs.artifacts.{decl.name}.path"] = ws.step_input(decl)
     for decl in tmpl.output_artifacts:
-        scope[f"outputs.artifacts.{decl.name}.path"] = str(out_art / decl.name)
+        scope[f"outputs.artifacts.{decl.name}.path"] = ws.step_output_artifact(decl)
     for op in tmpl.output_params:
-        scope[f"outputs.parameters.{op.name}.path"] = str(out_par / op.name)
+        scope[f"outputs.parameters.{op.name}.path"] = ws.step_output_parameter(op)
 
     if tmpl.gpus and not spec.has_gpu and tmpl.annotations.get(CPU_FALLBACK_ANNOTATION) != "true":
         return PodResult("Error", f"template {tmpl.name!r} requests {tmpl.gpus} GPU(s), this machine has none, "
@@ -126,7 +135,7 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
         if source is None:
             continue  # optional and not supplied: the path stays absent
         try:
-            svc.inputs.materialise(source[0], source[1], in_paths[decl.name])
+            svc.inputs.materialise(source[0], source[1], ws.host_input(decl))
         except EngineError as e:
             if decl.optional:
                 continue
@@ -136,30 +145,17 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
 
     try:
         argv = [variables.substitute(a, scope) for a in (*tmpl.command, *tmpl.args)]
+        env = {e.name: variables.substitute(e.value, scope) for e in tmpl.pod.env}
     except variables.UnresolvedVariable as e:
         return PodResult("Error", f"template {tmpl.name!r}: {e}")
-    module = warm_module(argv) if svc.zygotes is not None else None
-    if argv[0] in ("python", "python3"):
-        argv[0] = sys.executable
-    env = dict(svc.env)
-    if tmpl.gpus and not spec.has_gpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""  # the declared CPU fallback
-    stdout_path = scratch / "stdout"
-    zygote = svc.zygotes.get(module) if module and svc.zygotes is not None else None
+    stdout_path = scratch_file(spec.scratch, "stdout")
+    request = LaunchRequest(template=tmpl, argv=argv, env=env, stdout_path=stdout_path, log_path=spec.log_path,
+                            groups=svc.groups, pod_name=spec.pod_name, gpu_hidden=bool(tmpl.gpus and not spec.has_gpu))
     try:
-        outcome = None
-        if zygote is not None:
-            try:
-                outcome = zygote.run(argv[3:], cwd=scratch, env=env, stdout_path=stdout_path,
-                                     log_path=spec.log_path, deadline_s=tmpl.deadline, groups=svc.groups)
-            except ZygoteUnavailable:
-                zygote = None  # start it cold below
-        if outcome is None:
-            outcome = run_process(argv, cwd=scratch, env=env, stdout_path=stdout_path, log_path=spec.log_path,
-                                  deadline_s=tmpl.deadline, groups=svc.groups)
+        outcome = svc.launcher.run(ws, request)
     except OSError as e:
         return PodResult("Error", f"cannot start {argv[0]!r}: {e.strerror or e}", argv=argv)
-    figures = {"warmStart": zygote is not None, "wallSeconds": round(outcome.wall_s, 3),
+    figures = {"warmStart": outcome.warm_start, "runtime": svc.launcher.name, "wallSeconds": round(outcome.wall_s, 3),
                "cpuSeconds": round(outcome.cpu_s, 3), "peakMemoryBytes": outcome.max_rss_bytes}
     if tmpl.memory_limit:
         figures["memoryLimitBytes"] = tmpl.memory_limit
@@ -173,6 +169,10 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
     elif outcome.timed_out:
         res.phase = "Failed"
         res.message = f"Pod was active on the node longer than the specified deadline ({tmpl.deadline:g}s)"
+    elif outcome.oom_killed:
+        # Argo's message for a main container the kubelet OOM-killed: "<reason> (exit code <code>)"
+        res.phase, res.message = "Failed", "OOMKilled (exit code 137)"
+        figures["oomKilled"] = True
     elif outcome.signal is not None:
         res.phase, res.message = "Failed", f"killed by signal {outcome.signal}" + (
             " (over its memory limit?)" if figures.get("overMemoryLimit") else "")
@@ -184,8 +184,8 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
 
     # Outputs (Argo's wait container): parameters, result, artifacts - published only now, on success.
     for op in tmpl.output_params:
-        path = out_par / op.name
-        if path.is_file():
+        path = ws.host_output(ws.step_output_parameter(op))
+        if path is not None and path.is_file():
             res.parameters.append({"name": op.name, "value": _trim_newline(path.read_text(errors="replace"))})
         elif op.default is not None:
             res.parameters.append({"name": op.name, "value": op.default})
@@ -197,8 +197,8 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
     from kai_flows.store.argo_keys import argo_artifact_key
 
     for decl in tmpl.output_artifacts:
-        path = out_art / decl.name
-        if not path.exists():
+        path = ws.host_output(ws.step_output_artifact(decl))
+        if path is None or not path.exists():
             if decl.optional:
                 continue
             res.phase, res.message = "Error", (f"output artifact {decl.name!r} was not written (declared, not "
@@ -211,8 +211,6 @@ def run_attempt(spec: AttemptSpec, svc: PodServices) -> PodResult:
             res.phase, res.message = "Error", f"output artifact {decl.name!r}: upload failed: {e}"
             return res
         res.artifacts.append({"name": decl.name, "path": decl.path, "s3": {"key": key}})
-    if not svc.keep_scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
     return res
 
 

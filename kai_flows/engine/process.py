@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class ProcessOutcome:
     max_rss_bytes: int
     timed_out: bool = False
     stopped: bool = False  # killed because the run was stopped (SIGINT)
+    oom_killed: bool = False  # killed by the kernel for exceeding its memory limit (container runtime)
+    warm_start: bool = False
 
 
 class ProcessGroups:
@@ -49,7 +52,18 @@ class ProcessGroups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pgids: set[int] = set()
+        self._hooks: dict[str, Callable[[], None]] = {}  # other ways to stop a step (a container's `stop`)
         self.stopping = False
+
+    def add_hook(self, key: str, stop: Callable[[], None]) -> None:
+        with self._lock:
+            self._hooks[key] = stop
+        if self.stopping:
+            stop()
+
+    def remove_hook(self, key: str) -> None:
+        with self._lock:
+            self._hooks.pop(key, None)
 
     def add(self, pgid: int) -> None:
         with self._lock:
@@ -63,6 +77,9 @@ class ProcessGroups:
         self.stopping = True
         with self._lock:
             pgids = list(self._pgids)
+            hooks = list(self._hooks.values())
+        for stop in hooks:
+            threading.Thread(target=stop, daemon=True).start()
         for pgid in pgids:
             _signal_group(pgid, signal.SIGTERM)
         if pgids:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.executor import Executor, RunContext, new_uid
+from kai_flows.engine.launch import make_launcher
 from kai_flows.engine.load import load_workflow
 from kai_flows.engine.model import EngineError, Workflow
 from kai_flows.engine.pod import PodServices
@@ -31,7 +32,6 @@ from kai_flows.engine.process import ProcessGroups
 from kai_flows.engine.progress import make_progress
 from kai_flows.engine.records import Node, now_iso, read_run, registry_dir, write_json_atomic
 from kai_flows.engine.semaphores import QueueSemaphores
-from kai_flows.engine.warm import ZygotePool, warm_module
 
 INPUTS_ANNOTATION = "kai-flows.io/inputs"
 OUTPUTS_ANNOTATION = "kai-flows.io/outputs"
@@ -349,11 +349,15 @@ def run_pipeline(
     keep_scratch: bool = False,
     cache: Path | None = None,
     warm_starts: bool = True,
+    runtime: str = "process",
+    container_engine: str | None = None,
 ) -> RunResult:
     """Run a compiled WorkflowTemplate locally; see the module docstring. Raises EngineError (one line) for a
     bad request, before anything runs; a run that starts always returns a RunResult (also when it fails).
     `warm_starts`: fork entry-point steps from a process that already imported their module (zygote.py);
-    False starts every step as a fresh `python -m kai_flows.entrypoint`, paying its imports as a pod does."""
+    False starts every step as a fresh `python -m kai_flows.entrypoint`, paying its imports as a pod does.
+    `runtime`: "process" (default: host processes, no images) or "container" (each step in its image, with its
+    pod's security context and limits; `container_engine` names podman or docker, else the one on PATH)."""
     cache = Path(cache) if cache else cache_dir()
     parameters = dict(parameters or {})
     inputs = {k: Path(v) for k, v in (inputs or {}).items()}
@@ -389,6 +393,13 @@ def run_pipeline(
     for name, p in checked_inputs.items():
         if out == p or p in out.parents:
             raise RunRequestError(f"--out {out} is inside input {name!r} ({p}); inputs are never written to")
+    launcher = make_launcher(runtime, **({"engine": container_engine} if runtime == "container" else
+                                         {"env": _step_env(), "cwd": Path.cwd(), "warm_starts": warm_starts}))
+    try:
+        launcher.check(wf)  # refuses what it cannot honour, before anything runs
+    except BaseException:
+        launcher.close()
+        raise
     has_gpu = _has_gpu()
     out.mkdir(parents=True, exist_ok=True)
     run_dir = registry_dir(cache) / run_name
@@ -403,24 +414,19 @@ def run_pipeline(
     semaphores = QueueSemaphores(cache / "semaphores", limits)
     meta = {"name": run_name, "uid": uid, "template": wf.name, "templateFile": template_ref,
             "parameters": params, "inputs": {k: str(v) for k, v in checked_inputs.items()}, "out": str(out),
-            "ignoredFields": list(wf.ignored), "resumedFrom": resume}
+            "ignoredFields": [f for f in wf.ignored if not launcher.honoured(f)], "runtime": launcher.name,
+            "resumedFrom": resume}
     recorder = _Recorder([out / "run.json", run_dir / "run.json"], meta)
     started = now_iso()
     view = make_progress(progress, run_name)
     result_outputs: dict[str, Path | None] = {}
     ex_ref: list[Executor] = []
-    zygote_ref: list[ZygotePool] = []
     phase, message = "Error", ""
     try:
         previous_store = (previous_meta.get("store") or {}).get("dir")
         with _open_store(store, store_dir, cache, previous_store) as (st, st_dir), _sigint_stops(ex_ref):
             meta["store"] = {"endpoint": st.config.endpoint, "bucket": st.bucket,
                              **({"dir": str(st_dir)} if st_dir else {})}
-            step_env = _step_env()
-            zygotes = ZygotePool(step_env, Path.cwd(), enabled=warm_starts)
-            zygote_ref.append(zygotes)
-            zygotes.prestart({m for t in wf.templates.values() if t.kind == "container"
-                              if (m := warm_module([*t.command, *t.args])) is not None})
             used_keys = set(params.values())  # a resumed run from an older version may name other keys
             for name, local in checked_inputs.items():
                 if input_keys[name] not in used_keys:
@@ -431,7 +437,7 @@ def run_pipeline(
                     view.note(f"uploading input {name} from {local}")
                     _upload_input(st, name, local, input_keys[name])
             services = PodServices(store=st, inputs=InputCache(st, scratch / "_inputs"), groups=ProcessGroups(),
-                                   env=step_env, keep_scratch=keep_scratch, zygotes=zygotes)
+                                   launcher=launcher, keep_scratch=keep_scratch)
             ctx = RunContext(run_name=run_name, uid=uid, params=params, services=services, scratch_root=scratch,
                              logs_dir=logs, parallelism=parallelism or os.cpu_count() or 1, semaphores=semaphores,
                              has_gpu=has_gpu, previous=previous)
@@ -475,8 +481,7 @@ def run_pipeline(
         view.close()
         for started_ex in ex_ref:
             started_ex.pool.shutdown(wait=False)
-        for pool in zygote_ref:
-            pool.close()
+        launcher.close()
         if not keep_scratch:
             shutil.rmtree(scratch_all, ignore_errors=True)
     finished = now_iso()
