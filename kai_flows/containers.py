@@ -68,7 +68,7 @@ class ContainerEngine:
             args += [*ULIMITS, "--pull=never"]
             # Build-time mounts are podman's; docker builds use the daemon's own network and certificates.
             if HOST_CA_BUNDLE.is_file():
-                args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+                args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro", "--env", f"PIP_CERT={HOST_CA_BUNDLE}"]
             for d in HOST_PIP_CONFIG_DIRS:
                 if d.is_dir():
                     args += ["-v", f"{d}:{d}:ro"]

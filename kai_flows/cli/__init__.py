@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kai_flows.cli import build, demo, engine, ledger, lint, submit
+from kai_flows.cli import build, demo, engine, images, ledger, lint, submit
 
 app = typer.Typer(
     name="kai-flows",
@@ -14,7 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (build, engine, demo, lint, submit, ledger):
+for module in (build, engine, demo, images, lint, submit, ledger):
     module.register(app)
 
 
