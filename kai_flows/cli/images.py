@@ -73,13 +73,13 @@ def build_cmd(
         raise typer.Exit(2) from None
     base_size = next((b.size for b in built if b.family == "base"), None) or images.image_size(
         eng, image_ref("base", registry, tag))
-    table = Table(title=f"kai-flows images ({eng.kind})")
+    table = Table(title=f"{registry}/kai/<family>:{tag} ({eng.kind}; sizes as the engine reports them)")
     for col in ("image", "size", "over parent", "over base", "build s"):
         table.add_column(col, justify="left" if col == "image" else "right")
     for b in built:
         over_parent = b.size - b.parent_size if b.parent_size is not None else None
         over_base = b.size - base_size if base_size is not None and b.family != "base" else None
-        table.add_row(b.ref, _mb(b.size), _mb(over_parent), _mb(over_base), f"{b.seconds:.0f}")
+        table.add_row(f"kai/{b.family}", _mb(b.size), _mb(over_parent), _mb(over_base), f"{b.seconds:.0f}")
     Console().print(table)
 
 

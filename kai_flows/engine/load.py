@@ -337,9 +337,15 @@ class _Loader:
                                                                   f"{where}.metadata.annotations").items()},
             retry=self.retry(t.get("retryStrategy"), f"{where}.retryStrategy"),
             deadline=self.deadline(t, where),
-            pod=podspec.parse(t, self.spec, where),
+            pod=self.pod(t, where),
             **common,
         )
+
+    def pod(self, t: dict[str, Any], where: str) -> podspec.PodSpec:
+        try:
+            return podspec.parse(t, self.spec, where)
+        except (TypeError, ValueError) as e:  # e.g. runAsUser: "root"
+            raise self.err(where, f"malformed securityContext, env, volumes or volumeMounts: {e}") from None
 
     def task(self, raw: Any, index: int, where: str, dag_name: str) -> Task:
         t = self.mapping(raw, f"{where}[{index}]")

@@ -1,12 +1,15 @@
-"""One attempt of one container template, run as a local process (a worker thread calls `run_attempt`).
+"""One attempt of one container template (a worker thread calls `run_attempt`); the launcher decides how it
+starts (a host process, a warm fork, or the template's image in a container: see `launch/`).
 
 How local outcomes map to Argo phases (the rule the executor documents and the tests check):
-- the process exits non-zero, is killed by a signal it did not get from the engine (e.g. the OOM killer), or
-  passes its `activeDeadlineSeconds`/`timeout` (the engine kills its whole process group)  -> **Failed**, as
-  Argo marks a pod whose main container fails or exceeds its deadline;
-- the engine cannot do its own part: an input artifact cannot be fetched, the program cannot be started, a
-  declared non-optional output artifact or parameter file is missing, an upload fails, or a GPU step has no
-  GPU and no CPU fallback -> **Error**, as Argo marks a pod whose init/wait container fails;
+- the process exits non-zero, is killed by a signal it did not get from the engine, is OOM-killed over its memory
+  limit (container runtime: "OOMKilled (exit code 137)", as Argo reports the pod), or passes its
+  `activeDeadlineSeconds`/`timeout` (the engine kills it)  -> **Failed**, as Argo marks a pod whose main container
+  fails or exceeds its deadline;
+- the engine cannot do its own part: an input artifact cannot be fetched, the program or container cannot be started
+  (or the kubelet would refuse it, e.g. runAsNonRoot with a root user), a declared non-optional output artifact or
+  parameter file is missing, an upload fails, or a GPU step has no GPU and no CPU fallback -> **Error**, as Argo
+  marks a pod whose init/wait container fails;
 - the run was stopped (SIGINT) -> **Failed** with the message "Stopped".
 """
 

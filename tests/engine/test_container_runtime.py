@@ -7,6 +7,7 @@ emptyDir at /tmp, all capabilities dropped, no privilege escalation, a memory li
 
 from __future__ import annotations
 
+import re
 import shutil
 from typing import Any
 
@@ -154,3 +155,12 @@ def test_the_deadline_stops_the_container(run):
     assert node.phase == "Failed"
     assert node.message == "Pod was active on the node longer than the specified deadline (3s)"
     assert node.wall_seconds is not None and node.wall_seconds < 30
+
+
+def test_built_images_carry_their_source_revision_and_version():
+    from kai_flows.containers import find_engine
+
+    labels = find_engine().inspect_image(BASE_IMAGE)["Config"]["Labels"]
+    assert labels["org.opencontainers.image.title"] == "kai/base"
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
+    assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.source"]

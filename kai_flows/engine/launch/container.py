@@ -142,6 +142,16 @@ class ContainerLauncher:
         self._users: dict[str, str] = {}  # image -> its configured USER
         self._lock = threading.Lock()
         self._running: set[str] = set()
+        self._prune_exited()
+
+    def _prune_exited(self) -> None:
+        """Remove the exited containers of engines that were killed before they could (a running one may be
+        another engine's live step, and stays)."""
+        proc = self.engine.run("ps", "--all", "--filter", "label=kai-flows.io/engine", "--filter", "status=exited",
+                               "--format", "{{.Names}}", check=False)
+        names = proc.stdout.split() if proc.returncode == 0 else []
+        if names:
+            self.engine.run("rm", "--force", *names, check=False)
 
     # ---- before the run -----------------------------------------------------------------------------------
     def check(self, wf: Workflow) -> None:
