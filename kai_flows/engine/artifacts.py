@@ -32,8 +32,9 @@ class InputCache:
     def fetch(self, key: str) -> Path:
         """The local copy of the artifact at `key` (downloaded on first use)."""
         from kai_flows.store.errors import StoreKeyMissingError
+        from kai_flows.store.manifest import check_key
 
-        local = self.root / key
+        local = self.root / check_key(key)  # a relative key: never a path outside the cache
         with self._lock(key):
             if not local.exists():
                 try:

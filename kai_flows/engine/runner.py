@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION
 from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.executor import Executor, RunContext, new_uid
 from kai_flows.engine.launch import make_launcher
@@ -33,8 +34,6 @@ from kai_flows.engine.progress import make_progress
 from kai_flows.engine.records import Node, now_iso, read_run, registry_dir, write_json_atomic
 from kai_flows.engine.semaphores import QueueSemaphores
 
-INPUTS_ANNOTATION = "kai-flows.io/inputs"
-OUTPUTS_ANNOTATION = "kai-flows.io/outputs"
 RECORD_INTERVAL_S = 0.5
 
 
@@ -213,8 +212,23 @@ def resolve_parameters(wf: Workflow, given: Mapping[str, str], inputs: Mapping[s
             raise RunRequestError(f"missing parameter {p.name!r}{hint}")
         if p.enum and value not in p.enum:
             raise RunRequestError(f"parameter {p.name!r}: {value!r} is not one of {', '.join(p.enum)}")
+        if input_name is not None:
+            _check_input_key(p.name, input_name, value)
         values[p.name] = value
     return values
+
+
+def _check_input_key(param: str, input_name: str, value: str) -> None:
+    """A parameter carrying an input's location names a key in the run's bucket, never a path on this machine:
+    the engine runs with more rights than whoever submitted the parameter (the coordinator takes it from a job)."""
+    from kai_flows.store.errors import InvalidKeyError
+    from kai_flows.store.manifest import check_key
+
+    try:
+        check_key(value)
+    except InvalidKeyError as e:
+        hint = f"; a folder on this machine is given with --input {input_name}=DIR" if value.startswith("/") else ""
+        raise RunRequestError(f"parameter {param!r} carries the S3 key of input {input_name!r}: {e}{hint}") from None
 
 
 def _has_gpu() -> bool:

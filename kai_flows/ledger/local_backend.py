@@ -39,13 +39,13 @@ from uuid import UUID
 
 import yaml
 
+from kai_flows.argo.names import INPUTS_ANNOTATION
 from kai_flows.ledger.backends import BackendStatus, job_workflow_name
 from kai_flows.ledger.errors import BackendError
 from kai_flows.ledger.models import Job, JobOutput
 
 MAX_LAUNCHES = 3
 START_GRACE_S = 30.0
-INPUTS_ANNOTATION = "kai-flows.io/inputs"
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:

@@ -49,6 +49,16 @@ def manifest_key(key: str) -> str:
     return f"{MANIFEST_PREFIX}{key}.json"
 
 
+def check_location(key: str) -> str:
+    """A key that stays inside its bucket, as a submission may name it (a trailing '/' names a folder prefix):
+    relative, without '.' or '..' parts. A host path is never a key."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"invalid artifact key {key!r}: a key is relative to its bucket (no leading '/')")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise InvalidKeyError(f"invalid artifact key {key!r}: '.' and '..' parts are not allowed")
+    return key
+
+
 def check_key(key: str) -> str:
     """Refuse keys that S3 or Argo would treat oddly; return the key."""
     if not key or key.startswith("/") or key.endswith("/") or "//" in key or key.startswith(MANIFEST_PREFIX):

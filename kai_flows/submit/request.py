@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kai_flows.policy import NAMESPACE, Policy, PolicyError, QueueClass, Tier, load_policy
+from kai_flows.store.errors import InvalidKeyError
+from kai_flows.store.manifest import check_location
 from kai_flows.submit.errors import SubmitError
 from kai_flows.submit.template import TemplateInfo, template_name
 
@@ -75,6 +77,12 @@ def check_parameters(req: SubmitRequest, template: TemplateInfo) -> list[dict[st
                                   if p.description else f"pipeline {template.name!r}: parameter {p.name!r} is required")
             continue
         value = parameter_value(req.parameters[p.name])
+        if p.name in template.input_keys:
+            try:
+                check_location(value)
+            except InvalidKeyError as e:
+                raise SubmitError(f"pipeline {template.name!r}: parameter {p.name!r} carries the S3 key of input "
+                                  f"{template.input_keys[p.name]!r}: {e}") from None
         if p.enum is not None and value not in p.enum:
             raise SubmitError(f"pipeline {template.name!r}: parameter {p.name!r} = {value!r} is not one of "
                               f"{', '.join(p.enum)}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION
 from kai_flows.policy import CPU_FALLBACK_ANNOTATION, GPU_RESOURCE
 from kai_flows.submit.errors import SubmitError
 
@@ -49,6 +50,8 @@ class TemplateInfo:
     source: str  # where it was read, for messages
     # container templates that request a GPU -> whether they may run without one (kai-flows.io/cpu-fallback)
     gpu_steps: dict[str, bool] = field(default_factory=dict)
+    # parameter -> the pipeline input whose S3 key it carries (the kai-flows.io/inputs annotation)
+    input_keys: dict[str, str] = field(default_factory=dict)
 
     def parameter(self, name: str) -> DeclaredParameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -64,11 +67,15 @@ def parse_template(doc: dict[str, Any], source: str) -> TemplateInfo:
         default = None if not has_value else ("" if p.get("value") is None else str(p.get("value")))
         enum = tuple(str(v) for v in p["enum"]) if p.get("enum") else None
         params.append(DeclaredParameter(p["name"], default, enum, p.get("description", "")))
+    annotations = meta.get("annotations") or {}
     try:
-        outputs = json.loads((meta.get("annotations") or {}).get("kai-flows.io/outputs") or "{}")
+        outputs = json.loads(annotations.get(OUTPUTS_ANNOTATION) or "{}")
+        inputs = json.loads(annotations.get(INPUTS_ANNOTATION) or "{}")
     except json.JSONDecodeError:
-        raise SubmitError(f"{source}: annotation kai-flows.io/outputs is not valid JSON") from None
-    return TemplateInfo(meta.get("name", ""), tuple(params), outputs, source, _gpu_steps(doc))
+        raise SubmitError(f"{source}: annotation {OUTPUTS_ANNOTATION} or {INPUTS_ANNOTATION} is not valid JSON") \
+            from None
+    return TemplateInfo(meta.get("name", ""), tuple(params), outputs, source, _gpu_steps(doc),
+                        {param: name for name, param in inputs.items()})
 
 
 def _gpu_steps(doc: dict[str, Any]) -> dict[str, bool]:

@@ -160,3 +160,21 @@ def test_resume_uses_the_store_folder_of_its_run(tmp_path):
     with EmbeddedSeaweedFS(cache / "store-2"), pytest.raises(
             StoreDirInUseError, match=r"data dir '.*/cache/store-2' is in use by another embedded"):
         run_pipeline(doc, out=tmp_path / "o", cache=cache, progress=False, resume=failed.name)
+
+
+@pytest.mark.parametrize("value", ["/etc", "../../etc", "inputs/../../etc", ""])
+def test_a_parameter_naming_an_input_is_a_key_in_the_bucket_never_a_host_path(run, value, tmp_path):
+    # The input cache once joined an absolute "key" onto its root and hard-linked that host folder into the step.
+    with pytest.raises(RunRequestError, match=r"parameter 'images' carries the S3 key of input 'images'"):
+        run(PIPE, parameters={"images": value})
+    assert not (tmp_path / "out" / "run.json").exists()  # refused before anything ran
+
+
+def test_the_input_cache_refuses_a_key_that_is_not_relative(tmp_path):
+    from kai_flows.engine.artifacts import InputCache
+    from kai_flows.store import InvalidKeyError
+
+    cache = InputCache(store=None, root=tmp_path / "cache")
+    with pytest.raises(InvalidKeyError, match="invalid artifact key '/etc'"):
+        cache.materialise("/etc", None, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()

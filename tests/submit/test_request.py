@@ -180,3 +180,12 @@ def test_tier_without_gpus_refuses_a_gpu_step_without_cpu_path() -> None:
         build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="free"), info)
     wf = build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="pro"), info)
     assert "containers" not in json.loads(wf["spec"]["podSpecPatch"])
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "uploads/../other-tenant/images", ""])
+def test_an_input_key_parameter_never_leaves_the_bucket(fixture_dir: Path, value: str) -> None:
+    template = parse_template(yaml.safe_load((fixture_dir / "image-quality.yaml").read_text()), "fixture")
+    assert template.input_keys, "the fixture declares its inputs (kai-flows.io/inputs)"
+    param = next(iter(template.input_keys))
+    with pytest.raises(SubmitError, match=rf"parameter '{param}' carries the S3 key of input"):
+        _build(fixture_dir, parameters={param: value})

@@ -1,0 +1,1 @@
+"""The one model of Argo (and of kai-flows' own annotations on Argo objects) that every layer reads."""
