@@ -97,6 +97,39 @@ def discover(directory: str | os.PathLike[str] | None = None) -> list[MigrationF
     return [files[n] for n in sorted(files)]
 
 
+# Statements that begin, end or hand over the runner's transaction; a file's own transaction control would commit
+# part of it outside the runner's transaction (and its schema_migrations row). SAVEPOINT and ROLLBACK TO stay inside.
+_ENDS_TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"}
+
+
+def transaction_control(sql: str) -> tuple[int, str] | None:
+    """(line, statement) of the first statement in `sql` that controls the transaction, else None. Strings,
+    comments and dollar-quoted bodies (`DO $$ BEGIN ... END $$`, functions) are told apart by sqlparse."""
+    import sqlparse
+    from sqlparse import tokens as T
+
+    offset = 0
+    for stmt in sqlparse.parse(sql):
+        text = str(stmt)
+        position = offset
+        words: list[str] = []
+        for tok in stmt.flatten():
+            if not words and (tok.is_whitespace or tok.ttype in T.Comment):
+                position += len(tok.value)
+                continue
+            if not tok.is_whitespace and tok.ttype not in T.Comment:
+                words.append(tok.normalized.upper())
+            if len(words) == 2:
+                break
+        offset += len(text)
+        if not words or (words[0] not in _ENDS_TRANSACTION and words[:2] != ["PREPARE", "TRANSACTION"]):
+            continue
+        if words[0] == "ROLLBACK" and words[1:2] == ["TO"]:
+            continue
+        return sql[:position].count("\n") + 1, " ".join(w for w in words if w != ";")
+    return None
+
+
 def _applied(conn: psycopg.Connection) -> dict[str, dict]:
     if conn.execute("SELECT to_regclass('schema_migrations') AS t").fetchone()["t"] is None:
         return {}
@@ -160,7 +193,14 @@ def migrate(
             for name, row in applied.items():  # adopt rows written without a checksum
                 if row["checksum"] is None and (f := next((f for f in files if f.name == name), None)):
                     conn.execute("UPDATE schema_migrations SET checksum = %s WHERE name = %s", (f.checksum, name))
-            for f in _check(files, applied, root):
+            pending = _check(files, applied, root)
+            for f in pending:  # all refused before any of them runs
+                if found := transaction_control(f.sql):
+                    raise MigrationError(
+                        f"migration {f.name} line {found[0]}: {found[1]} controls the transaction, which the runner "
+                        "owns (each file runs in one transaction with its schema_migrations row); nothing was "
+                        "applied: remove it (a file that must run outside a transaction is not supported)")
+            for f in pending:
                 try:
                     with conn.transaction():
                         if f.sql.strip():

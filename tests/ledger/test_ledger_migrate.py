@@ -119,11 +119,28 @@ def test_broken_file_rolls_back_alone_and_stops_the_run(database_url: str, tmp_p
     assert migrate(database_url, directory=d).applied == ["002_broken.sql", "003_later.sql"]
 
 
-def test_file_that_commits_on_its_own_is_reported_not_recorded(database_url: str, tmp_path: Path) -> None:
-    d = write(tmp_path / "m", {"001_a.sql": "CREATE TABLE a (x int);\nCOMMIT;\n", "002_b.sql": "SELECT 1;"})
-    with pytest.raises(MigrationError, match=r"migration 001_a\.sql ends the runner's transaction itself"):
+@pytest.mark.parametrize(("sql", "line", "statement"), [
+    ("CREATE TABLE a (x int);\nCOMMIT;\n", 2, "COMMIT"),
+    ("-- set up\nBEGIN;\nCREATE TABLE a (x int);\n", 2, "BEGIN"),
+    ("CREATE TABLE a (x int);\n\n  start transaction;", 3, "START TRANSACTION"),
+    ("CREATE TABLE a (x int); ROLLBACK;", 1, "ROLLBACK"),
+])
+def test_a_file_with_transaction_control_is_refused_before_anything_runs(database_url: str, tmp_path: Path,
+                                                                        sql: str, line: int, statement: str) -> None:
+    d = write(tmp_path / "m", {"001_ok.sql": "CREATE TABLE ok (x int);", "002_a.sql": sql, "003_b.sql": "SELECT 1;"})
+    with pytest.raises(MigrationError, match=rf"migration 002_a\.sql line {line}: {statement} controls the "
+                                             r"transaction.*nothing was applied"):
         migrate(database_url, directory=d)
-    assert applied(database_url) == []
+    assert applied(database_url) == [] and "a" not in tables(database_url) and "ok" not in tables(database_url)
+
+
+def test_transaction_words_inside_strings_comments_and_function_bodies_are_not_control(database_url: str,
+                                                                                         tmp_path: Path) -> None:
+    d = write(tmp_path / "m", {"001_a.sql": (
+        "-- COMMIT is a word here\nCREATE TABLE notes (t text);\nINSERT INTO notes VALUES ('BEGIN; COMMIT;');\n"
+        "/* ROLLBACK */ DO $$ BEGIN RAISE NOTICE 'x'; END $$;\n"
+        "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n")})
+    assert migrate(database_url, directory=d).applied == ["001_a.sql"]
 
 
 @pytest.mark.parametrize(("files", "message"), [
