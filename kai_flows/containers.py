@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,13 @@ class ContainerEngine:
         return [self.binary, *self.global_args, *args]
 
     def run(self, *args: str, timeout: float | None = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        try:
+            proc = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise ContainerEngineError(f"{self.kind} {args[0]} did not answer within {timeout:g} s") from None
+        except OSError as e:
+            raise ContainerEngineError(f"cannot run {self.binary}: {e.strerror or e}") from None
         if check and proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
             raise ContainerEngineError(f"{self.kind} {args[0]} failed (exit {proc.returncode}): {last[0]}")
@@ -67,13 +73,17 @@ class ContainerEngine:
         if self.kind == "podman":
             args += [*ULIMITS, "--pull=never"]
             # Build-time mounts are podman's; docker builds use the daemon's own network and certificates.
+            # Mounts only: `--env` would be written into the image's configuration, and pushed with it.
             if HOST_CA_BUNDLE.is_file():
-                args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro", "--env", f"PIP_CERT={HOST_CA_BUNDLE}"]
+                args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
             for d in HOST_PIP_CONFIG_DIRS:
                 if d.is_dir():
                     args += ["-v", f"{d}:{d}:ro"]
-            for link in _pip_find_links():
-                args += ["-v", f"{link}:{link}:ro", "--env", f"PIP_FIND_LINKS={link}"]
+            links = _pip_find_links()
+            for link in links:
+                args += ["-v", f"{link}:{link}:ro"]
+            if links or HOST_CA_BUNDLE.is_file():
+                args += ["-v", f"{_build_pip_conf(links)}:/etc/pip.conf:ro"]
         return args
 
     def run_args(self) -> list[str]:
@@ -99,6 +109,18 @@ def find_engine(name: str | None = None) -> ContainerEngine:
 def _podman_needs_runc() -> bool:
     """crun cannot run on hosts with hybrid cgroups (v1 controllers plus a v2 mount), where runc can."""
     return Path("/sys/fs/cgroup/unified").is_dir() and Path("/sys/fs/cgroup/memory").is_dir()
+
+
+def _build_pip_conf(links: list[str]) -> Path:
+    """A pip configuration for builds (mounted at /etc/pip.conf): the host's CA bundle and local wheel folders."""
+    lines = ["[global]"]
+    if HOST_CA_BUNDLE.is_file():
+        lines.append(f"cert = {HOST_CA_BUNDLE}")
+    if links:
+        lines.append("find-links = " + " ".join(links))
+    path = Path(tempfile.gettempdir()) / f"kai-flows-build-pip-{os.getuid()}.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _pip_find_links() -> list[str]:

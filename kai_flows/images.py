@@ -105,11 +105,23 @@ def labels(checkout: Path, family: str) -> dict[str, str]:
         pkg_version = "0+unknown"
     return {
         "org.opencontainers.image.title": f"kai/{family}",
-        "org.opencontainers.image.source": source or "kai-flows",
+        "org.opencontainers.image.source": _without_credentials(source) or "kai-flows",
         "org.opencontainers.image.revision": (revision or "unknown") + ("-dirty" if dirty.strip() else ""),
         "org.opencontainers.image.version": pkg_version,
         "org.opencontainers.image.licenses": "Apache-2.0",
     }
+
+
+def _without_credentials(url: str) -> str:
+    """A remote URL without its user:token part (CI remotes carry tokens; labels are pushed with the image)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if not parts.scheme and "@" in url.split(":", 1)[0]:  # scp-like git@host:path
+        return url.split("@", 1)[1]
+    return url
 
 
 def build_command(engine: ContainerEngine, checkout: Path, family: Family, registry: str, tag: str) -> list[str]:

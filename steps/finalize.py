@@ -56,12 +56,13 @@ def _parse_json(text: str, what: str, notes: list[str]) -> Any:
         return text
 
 
-def _failures(value: Any) -> list[dict[str, str]]:
-    """Argo's workflow.failures: [{displayName, templateName, message, phase, podName, finishedAt}, ...]."""
+def _failures(value: Any, default_step: str = "unknown") -> list[dict[str, str]]:
+    """Argo's workflow.failures: [{displayName, templateName, message, phase, podName, finishedAt}, ...]; plain
+    strings (the quality gate's reasons for a rejection) are attributed to `default_step`."""
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        return [{"step": "unknown", "message": str(value)}] if value else []
+        return [{"step": default_step, "message": str(value)}] if value else []
     out = []
     for f in value:
         if isinstance(f, dict):
@@ -69,7 +70,7 @@ def _failures(value: Any) -> list[dict[str, str]]:
             out.append({"step": str(step_name), "message": str(f.get("message") or "no message"),
                         "phase": str(f.get("phase", "Failed"))})
         else:
-            out.append({"step": "unknown", "message": str(f), "phase": "Failed"})
+            out.append({"step": default_step, "message": str(f), "phase": "Failed"})
     return out
 
 
@@ -120,7 +121,12 @@ def _html(status: str, failures: list[dict[str, str]], previews: dict[str, bytes
     parts = [f"<h1>Reconstruction report: {html.escape(status)}</h1>",
              f"<p>Workflow <b>{html.escape(manifest['workflow'] or '(unnamed)')}</b>, "
              f"generated {html.escape(manifest['generated_at'])}.</p>"]
-    if not ok:
+    if status == "Rejected":
+        parts.append('<section class="failed"><h2>Rejected</h2>')
+        parts += [f"<p>Rejected by the <b>{html.escape(f['step'])}</b>: {html.escape(f['message'])}</p>"
+                  for f in failures] or ["<p>Rejected; no reason was passed.</p>"]
+        parts.append("</section>")
+    elif not ok:
         parts.append('<section class="failed"><h2>Failed</h2>')
         if failures:
             parts += [f"<p>Failed at step <b>{html.escape(f['step'])}</b> because {html.escape(f['message'])}</p>"
@@ -165,7 +171,8 @@ def finalize(
 ) -> FinalizeSummary:
     """Write ``report/manifest.json``, ``report/preview_{front,left,right}.png`` and ``report/index.html``."""
     notes: list[str] = []
-    failure_list = _failures(_parse_json(failures, "failures", notes))
+    failure_list = _failures(_parse_json(failures, "failures", notes),
+                             "quality-gate" if workflow_status == "Rejected" else "unknown")
     metric_values = _parse_json(metrics, "metrics", notes) or {}
     timing_values = _parse_json(timings, "timings", notes) or {}
     files: list[Path] = []

@@ -43,7 +43,10 @@ def run_cmd(
     engine: str = typer.Option(None, "--engine", help="container engine for --runtime container (podman|docker; "
                                "default: the one on PATH)"),
 ) -> None:
-    """Run a compiled pipeline on this machine (steps as host processes or in their images, artifacts in S3)."""
+    """Run a compiled pipeline on this machine (steps as host processes or in their images, artifacts in S3).
+
+    Exit codes: 0 Succeeded; 1 the run Failed or Errored; 2 a bad request (nothing ran); 3 the run Succeeded but the
+    quality gate rejected the photos (the rejection report is the output); 130 interrupted before it started."""
     from kai_flows.engine.model import EngineError  # imported here: `kai-flows --help` stays fast
     from kai_flows.engine.runner import run_pipeline
     from kai_flows.store import S3Config, StoreError
@@ -77,6 +80,21 @@ def run_cmd(
         console.print(f"  [yellow]warning:[/yellow] {w}")
     if not result.succeeded:
         raise typer.Exit(1)
+    rejection = result.outputs.get("rejection")
+    if rejection is not None:
+        for reason in _rejection_reasons(rejection):
+            console.print(f"[yellow]rejected:[/yellow] {escape(reason)}")
+        console.print(f"  the photos were rejected; see {escape(str(rejection / 'index.html'))}")
+        raise typer.Exit(3)
+
+
+def _rejection_reasons(report: Path) -> list[str]:
+    """The quality gate's reasons, from the rejection report's manifest."""
+    try:
+        manifest = json.loads((report / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return ["(the rejection report has no readable manifest.json)"]
+    return [str(f.get("message", f)) for f in manifest.get("failures") or []] or ["(no reason given)"]
 
 
 def runs_cmd(

@@ -48,7 +48,8 @@ SUPPORTED_TEMPLATE = {"name", "dag", "container", "inputs", "outputs", "retryStr
                       "timeout", "parallelism", "failFast", "synchronization", "metrics"}
 OTHER_TEMPLATE_KINDS = ("steps", "script", "resource", "suspend", "http", "plugin", "containerSet", "data")
 CLUSTER_ONLY_CONTAINER = {"image", "imagePullPolicy", "env", "envFrom", "resources", "securityContext",
-                          "volumeMounts", "name", "ports", "readinessProbe", "livenessProbe", "startupProbe"}
+                          "volumeMounts", "name", "ports", "readinessProbe", "livenessProbe", "startupProbe",
+                          "workingDir"}
 SUPPORTED_CONTAINER = {"command", "args"}
 TASK_KEYS = {"name", "template", "arguments", "depends", "dependencies", "when", "withItems", "withParam",
              "withSequence", "continueOn"}

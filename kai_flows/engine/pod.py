@@ -148,7 +148,8 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
 
     try:
         argv = [variables.substitute(a, scope) for a in (*tmpl.command, *tmpl.args)]
-        env = {e.name: variables.substitute(e.value, scope) for e in tmpl.pod.env}
+        env = {e.name: variables.substitute(e.value, scope) for e in tmpl.pod.env} \
+            if svc.launcher.uses_template_env else {}
     except variables.UnresolvedVariable as e:
         return PodResult("Error", f"template {tmpl.name!r}: {e}")
     stdout_path = scratch_file(spec.scratch, "stdout")
@@ -158,9 +159,11 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
         outcome = svc.launcher.run(ws, request)
     except OSError as e:
         return PodResult("Error", f"cannot start {argv[0]!r}: {e.strerror or e}", argv=argv)
-    figures = {"warmStart": outcome.warm_start, "runtime": svc.launcher.name, "wallSeconds": round(outcome.wall_s, 3),
-               "cpuSeconds": round(outcome.cpu_s, 3), "peakMemoryBytes": outcome.max_rss_bytes}
-    if tmpl.memory_limit:
+    figures: dict[str, Any] = {"warmStart": outcome.warm_start, "runtime": svc.launcher.name,
+                               "wallSeconds": round(outcome.wall_s, 3), "cpuSeconds": round(outcome.cpu_s, 3)}
+    if outcome.max_rss_bytes is not None:
+        figures["peakMemoryBytes"] = outcome.max_rss_bytes
+    if tmpl.memory_limit and outcome.max_rss_bytes is not None:
         figures["memoryLimitBytes"] = tmpl.memory_limit
         figures["overMemoryLimit"] = outcome.max_rss_bytes > tmpl.memory_limit
     stdout_text = _read_result(stdout_path) if stdout_path.exists() else ""
@@ -176,6 +179,8 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
         # Argo's message for a main container the kubelet OOM-killed: "<reason> (exit code <code>)"
         res.phase, res.message = "Failed", "OOMKilled (exit code 137)"
         figures["oomKilled"] = True
+    elif outcome.evicted:
+        res.phase, res.message = "Failed", outcome.evicted.strip()
     elif outcome.signal is not None:
         res.phase, res.message = "Failed", f"killed by signal {outcome.signal}" + (
             " (over its memory limit?)" if figures.get("overMemoryLimit") else "")

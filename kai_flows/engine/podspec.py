@@ -67,6 +67,8 @@ class PodSpec:
     working_dir: str = ""
     # fields present that no local runtime can honour, as field paths (`spec.templates[x].sidecars`, ...)
     cluster_features: tuple[str, ...] = ()
+    # securityContext fields present that the container runtime cannot apply as the kubelet would
+    unsupported_security: tuple[str, ...] = ()
 
     def volume(self, name: str) -> Volume | None:
         return next((v for v in self.volumes if v.name == name), None)
@@ -119,11 +121,17 @@ def parse(template: Mapping[str, Any], spec: Mapping[str, Any], where: str) -> P
         privileged=bool(c_sc.get("privileged", False)),
         drop=tuple(str(x) for x in caps.get("drop") or []), add=tuple(str(x) for x in caps.get("add") or []),
     )
+    unsupported = [f"{prefix}.securityContext.{k}" for prefix, sc in (("pod", pod_sc), ("container", c_sc))
+                   for k in ("seLinuxOptions", "sysctls", "windowsOptions", "procMount", "appArmorProfile")
+                   if sc.get(k)]
+    unsupported += [f"{prefix}.securityContext.seccompProfile.type={_map(sc['seccompProfile']).get('type')}"
+                    for prefix, sc in (("pod", pod_sc), ("container", c_sc))
+                    if sc.get("seccompProfile") and _map(sc["seccompProfile"]).get("type") != "RuntimeDefault"]
     cluster = [f"{where}.{k}" for k in ("sidecars", "initContainers") if template.get(k)]
     cluster += [f"{where}.container.{k}" for k in ("ports", "readinessProbe", "livenessProbe", "startupProbe",
                                                    "volumeDevices", "lifecycle") if c.get(k)]
     return PodSpec(env=tuple(env), mounts=mounts,
                    volumes=tuple(_volumes(spec.get("volumes")) + _volumes(template.get("volumes"))),
                    security=security, image_pull_policy=str(c.get("imagePullPolicy") or ""),
-                   working_dir=str(c.get("workingDir") or ""),
+                   working_dir=str(c.get("workingDir") or ""), unsupported_security=tuple(unsupported),
                    cluster_features=tuple(cluster))

@@ -39,10 +39,11 @@ class ProcessOutcome:
     signal: int | None
     wall_s: float
     cpu_s: float
-    max_rss_bytes: int
+    max_rss_bytes: int | None  # None: not measurable by this launcher (docker without a cgroup of ours)
     timed_out: bool = False
     stopped: bool = False  # killed because the run was stopped (SIGINT)
     oom_killed: bool = False  # killed by the kernel for exceeding its memory limit (container runtime)
+    evicted: str = ""  # the kubelet's eviction message (an emptyDir over its sizeLimit), container runtime
     warm_start: bool = False
 
 
@@ -91,6 +92,15 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def process_start_time(pid: int) -> str:
+    """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), "" when it is gone: with the
+    pid it tells a live process from a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def run_process(argv: list[str], *, cwd: Path, env: dict[str, str], stdout_path: Path, log_path: Path,

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import string
 import threading
 import time
@@ -29,7 +30,7 @@ from kai_flows.engine.launch import make_launcher
 from kai_flows.engine.load import load_workflow
 from kai_flows.engine.model import EngineError, Workflow
 from kai_flows.engine.pod import PodServices
-from kai_flows.engine.process import ProcessGroups
+from kai_flows.engine.process import ProcessGroups, process_start_time
 from kai_flows.engine.progress import make_progress
 from kai_flows.engine.records import Node, now_iso, read_run, registry_dir, write_json_atomic
 from kai_flows.engine.semaphores import QueueSemaphores
@@ -218,6 +219,48 @@ def resolve_parameters(wf: Workflow, given: Mapping[str, str], inputs: Mapping[s
     return values
 
 
+def _check_out(out: Path, resume: str | None) -> None:
+    """`--out` holds one run's outputs: an empty or new folder, or the folder of the run being resumed. A second
+    run's files beside a first run's would be read as one run's (old models beside a new rejection report)."""
+    if out.exists() and not out.is_dir():
+        raise RunRequestError(f"--out {out} is a file; give a folder (new or empty)")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            owner = ""
+            try:
+                owner = json.loads((out / "run.json").read_text()).get("kai", {}).get("name", "")
+            except (OSError, ValueError):
+                pass
+            if not (resume and owner == resume):
+                held = f"the outputs of run {owner}" if owner else f"{len(entries)} entries ({', '.join(entries[:3])}"\
+                    + (", ..." if len(entries) > 3 else "") + ")"
+                raise RunRequestError(f"--out {out} already holds {held}; give a new or empty folder (or remove "
+                                      "them): one folder holds one run's outputs")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".kai-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunRequestError(f"--out {out} cannot be created or written: {e.strerror or e}") from None
+
+
+def engine_identity() -> dict[str, Any]:
+    """Which process runs the engine (host, pid and its start time), so a record left `Running` by a killed engine
+    can be told from a live run."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pidStart": process_start_time(os.getpid())}
+
+
+def engine_alive(record: dict[str, Any]) -> bool | None:
+    """Whether the engine that wrote `record` still runs (None: it ran on another host, or recorded no pid)."""
+    ident = record.get("kai", {}).get("engine") or {}
+    if not ident.get("pid") or ident.get("host") != socket.gethostname():
+        return None
+    start = process_start_time(int(ident["pid"]))
+    return bool(start) and start == ident.get("pidStart")
+
+
 def _check_input_key(param: str, input_name: str, value: str) -> None:
     """A parameter carrying an input's location names a key in the run's bucket, never a path on this machine:
     the engine runs with more rights than whoever submitted the parameter (the coordinator takes it from a job)."""
@@ -372,6 +415,8 @@ def run_pipeline(
     False starts every step as a fresh `python -m kai_flows.entrypoint`, paying its imports as a pod does.
     `runtime`: "process" (default: host processes, no images) or "container" (each step in its image, with its
     pod's security context and limits; `container_engine` names podman or docker, else the one on PATH)."""
+    if parallelism is not None and parallelism < 1:
+        raise RunRequestError(f"--parallelism {parallelism}: at least 1 step must be able to run at a time")
     cache = Path(cache) if cache else cache_dir()
     parameters = dict(parameters or {})
     inputs = {k: Path(v) for k, v in (inputs or {}).items()}
@@ -407,34 +452,35 @@ def run_pipeline(
     for name, p in checked_inputs.items():
         if out == p or p in out.parents:
             raise RunRequestError(f"--out {out} is inside input {name!r} ({p}); inputs are never written to")
+    _check_out(out, resume)
     launcher = make_launcher(runtime, **({"engine": container_engine} if runtime == "container" else
                                          {"env": _step_env(), "cwd": Path.cwd(), "warm_starts": warm_starts}))
     try:
         launcher.check(wf)  # refuses what it cannot honour, before anything runs
-    except BaseException:
-        launcher.close()
-        raise
-    has_gpu = _has_gpu()
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir = registry_dir(cache) / run_name
-    # A folder of this engine process's own: steps orphaned by an earlier, killed engine cannot touch it.
-    scratch_all = run_dir / "scratch"
-    scratch = scratch_all / secrets.token_hex(4)
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    from kai_flows.policy import load_policy
+        has_gpu = _has_gpu()
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir = registry_dir(cache) / run_name
+        # A folder of this engine process's own: steps orphaned by an earlier, killed engine cannot touch it.
+        scratch_all = run_dir / "scratch"
+        scratch = scratch_all / secrets.token_hex(4)
+        logs = out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        from kai_flows.policy import load_policy
 
-    limits = {k: q.concurrency for k, q in load_policy().queues.items()}
-    semaphores = QueueSemaphores(cache / "semaphores", limits)
-    meta = {"name": run_name, "uid": uid, "template": wf.name, "templateFile": template_ref,
-            "parameters": params, "inputs": {k: str(v) for k, v in checked_inputs.items()}, "out": str(out),
-            "ignoredFields": [f for f in wf.ignored if not launcher.honoured(f)], "runtime": launcher.name,
-            "resumedFrom": resume}
-    recorder = _Recorder([out / "run.json", run_dir / "run.json"], meta)
-    started = now_iso()
-    view = make_progress(progress, run_name)
-    result_outputs: dict[str, Path | None] = {}
-    ex_ref: list[Executor] = []
+        limits = {k: q.concurrency for k, q in load_policy().queues.items()}
+        semaphores = QueueSemaphores(cache / "semaphores", limits)
+        meta = {"name": run_name, "uid": uid, "template": wf.name, "templateFile": template_ref,
+                "parameters": params, "inputs": {k: str(v) for k, v in checked_inputs.items()}, "out": str(out),
+                "ignoredFields": [f for f in wf.ignored if not launcher.honoured(f)], "runtime": launcher.name,
+                "resumedFrom": resume, "engine": engine_identity()}
+        recorder = _Recorder([out / "run.json", run_dir / "run.json"], meta)
+        started = now_iso()
+        view = make_progress(progress, run_name)
+        result_outputs: dict[str, Path | None] = {}
+        ex_ref: list[Executor] = []
+    except BaseException:
+        launcher.close()  # the run below closes it; a failure before that must too (warm servers, containers)
+        raise
     phase, message = "Error", ""
     try:
         previous_store = (previous_meta.get("store") or {}).get("dir")
@@ -576,8 +622,11 @@ def runs_table(cache: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for r in list_runs(Path(cache) if cache else cache_dir()):
         kai = r.get("kai", {})
-        rows.append({"name": kai.get("name", "?"), "pipeline": kai.get("template", "?"), "phase": r.get("phase", "?"),
+        phase, message = r.get("phase", "?"), r.get("message", "")
+        if phase in ("Running", "Pending") and engine_alive(r) is False:
+            phase, message = "Interrupted", "the engine stopped without finishing the run (killed?); --resume it"
+        rows.append({"name": kai.get("name", "?"), "pipeline": kai.get("template", "?"), "phase": phase,
                      "started": r.get("startedAt", ""), "finished": r.get("finishedAt", ""),
-                     "progress": r.get("progress", ""), "message": r.get("message", ""), "out": kai.get("out", "")})
+                     "progress": r.get("progress", ""), "message": message, "out": kai.get("out", "")})
     return rows
 

@@ -178,3 +178,30 @@ def test_the_input_cache_refuses_a_key_that_is_not_relative(tmp_path):
     with pytest.raises(InvalidKeyError, match="invalid artifact key '/etc'"):
         cache.materialise("/etc", None, tmp_path / "dest")
     assert not (tmp_path / "dest").exists()
+
+
+def test_out_holding_another_runs_outputs_is_refused(run, images, tmp_path):
+    first = run(PIPE, inputs={"images": images})
+    assert first.phase == "Succeeded", first.message
+    with pytest.raises(RunRequestError, match=rf"--out .* already holds the outputs of run {first.name}; give a new "
+                                              "or empty folder"):
+        run(PIPE, inputs={"images": images})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model.glb").write_bytes(b"old")
+    with pytest.raises(RunRequestError, match=r"already holds 1 entries \(model\.glb\)"):
+        run(PIPE, inputs={"images": images}, out=tmp_path / "other")
+    assert (tmp_path / "other" / "model.glb").read_bytes() == b"old"  # untouched
+
+
+def test_out_that_is_a_file_or_cannot_be_created_is_one_line(run, images, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunRequestError, match=r"--out .*/f is a file; give a folder"):
+        run(PIPE, inputs={"images": images}, out=tmp_path / "f")
+    with pytest.raises(RunRequestError, match=r"--out .*/f/sub cannot be created or written: Not a directory"):
+        run(PIPE, inputs={"images": images}, out=tmp_path / "f" / "sub")
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_parallelism_below_one_is_refused(run, images, value):
+    with pytest.raises(RunRequestError, match=rf"--parallelism {value}: at least 1"):
+        run(PIPE, inputs={"images": images}, parallelism=value)

@@ -7,6 +7,7 @@ emptyDir at /tmp, all capabilities dropped, no privilege escalation, a memory li
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from typing import Any
@@ -49,7 +50,7 @@ def pod_step(name: str, code: str, *args: str, memory: str = "256Mi", **extra: A
 def pod_workflow(templates: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     """A DAG entrypoint with one task per given container template."""
     main = wf.dag("main", [{"name": t["name"], "template": t["name"]} for t in templates])
-    return wf.workflow([main, *templates], securityContext=POD_SECURITY,
+    return wf.workflow([main, *templates], securityContext=copy.deepcopy(POD_SECURITY),
                        volumes=[{"name": "scratch", "emptyDir": {}}], **spec)
 
 
@@ -90,7 +91,7 @@ def test_a_step_over_its_memory_limit_is_recorded_as_oomkilled(run):
     assert node.peak_memory_bytes is not None and node.peak_memory_bytes >= 0.97 * 128 * 2**20
 
 
-def test_outputs_are_read_from_the_declared_paths_in_the_container(run):
+def test_outputs_are_read_from_the_declared_paths_in_the_container(run, store, tmp_path):
     # /tmp is an emptyDir (read from the mounted folder); /data is the container's own filesystem (copied out of
     # the container after it exits, as Argo's executor does).
     code = ("import os, sys; os.makedirs('/tmp/out', exist_ok=True); open('/tmp/out/p', 'w').write('from-volume');"
@@ -107,7 +108,10 @@ def test_outputs_are_read_from_the_declared_paths_in_the_container(run):
     assert result.phase == "Succeeded", result.message
     node = step_node(result)
     assert node.outputs["parameters"] == [{"name": "p", "value": "from-volume"}]
-    assert node.outputs["artifacts"][0]["name"] == "model"
+    art = node.outputs["artifacts"][0]
+    assert art["name"] == "model"
+    store.download(art["s3"]["key"], tmp_path / "model")
+    assert (tmp_path / "model" / "mesh.txt").read_text() == "from-rootfs"
 
 
 def test_an_image_that_is_not_present_is_refused_before_anything_runs(run, tmp_path):
@@ -164,3 +168,42 @@ def test_built_images_carry_their_source_revision_and_version():
     assert labels["org.opencontainers.image.title"] == "kai/base"
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
     assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.source"]
+
+
+def test_an_output_leading_outside_the_steps_files_through_a_symlink_is_never_published(run):
+    # /tmp/out is a link to /etc: read naively on the host, /tmp/out/hostname would be the host's /etc/hostname.
+    code = "import os; os.symlink('/etc', '/tmp/out')"
+    step = pod_step("step", code)
+    step["outputs"] = {"artifacts": [{"name": "leak", "path": "/tmp/out/hostname", "archive": {"none": {}}}]}
+    result = run(pod_workflow([step]), runtime="container")
+    node = step_node(result)
+    assert node.phase == "Error"
+    assert "leads outside the step's own files" in node.message and not node.outputs.get("artifacts")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["spec"]["volumes"][0].update(name="../../etc"), r"volume name '\.\./\.\./etc' is not a DNS-1123"),
+    (lambda d: d["spec"]["templates"][1]["container"]["volumeMounts"][0].update(subPath="../../x"),
+     r"volumeMounts\[scratch\]\.subPath: '\.\./\.\./x' must be a relative path without '\.\.'"),
+    (lambda d: d["spec"]["volumes"][0].update(emptyDir={"medium": "Memory"}), r"emptyDir medium 'Memory'"),
+    (lambda d: d["spec"]["securityContext"].update(sysctls=[{"name": "a", "value": "1"}]),
+     r"pod\.securityContext\.sysctls is not applied"),
+])
+def test_pod_fields_that_cannot_be_honoured_are_refused_by_name(run, change, message):
+    doc = pod_workflow([pod_step("step", wf.OK)])
+    change(doc)
+    with pytest.raises(TemplateError, match=message):
+        run(doc, runtime="container")
+
+
+def test_a_steps_own_exit_code_125_is_its_failure_not_the_engines(run):
+    result = run(pod_workflow([pod_step("step", "import sys; sys.exit(125)")]), runtime="container")
+    node = step_node(result)
+    assert (node.phase, node.message) == ("Failed", "Error (exit code 125)")
+
+
+def test_an_emptydir_over_its_size_limit_fails_the_pod_as_an_eviction(run):
+    doc = pod_workflow([pod_step("step", "open('/tmp/big', 'wb').write(b'x' * 3 * 1024 * 1024)")])
+    doc["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}]
+    node = step_node(run(doc, runtime="container"))
+    assert (node.phase, node.message) == ("Failed", 'Usage of EmptyDir volume "scratch" exceeds the limit "1Mi".')

@@ -128,6 +128,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, seaweed_serv
     rec = record(work)
     assert rec is not None and rec["phase"] == "Running"  # killed mid-run; the record is whole JSON
     run_name = rec["kai"]["name"]
+    from kai_flows.engine.runner import runs_table
+
+    listed = next(r for r in runs_table(work / "cache") if r["name"] == run_name)
+    assert listed["phase"] == "Interrupted" and "--resume" in listed["message"]  # not "Running" forever
     done_before = {n["displayName"] for n in rec["nodes"].values() if n["phase"] == "Succeeded" and n["type"] == "Pod"}
     assert not (work / "out" / "report").exists()
     for p in marks.iterdir():

@@ -28,13 +28,17 @@ def _run(tmp_path: Path, images: Path, **params: str) -> RunResult:
                         cache=tmp_path / "cache")
 
 
-def test_too_few_photos_are_rejected_with_a_report_and_nothing_else_runs(tmp_path):
-    folder = tmp_path / "two"
+def _two_photos(folder: Path) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
         img = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (800, 600), interpolation=cv2.INTER_NEAREST)
         Image.fromarray(img).save(folder / f"{i}.jpg")
+    return folder
+
+
+def test_too_few_photos_are_rejected_with_a_report_and_nothing_else_runs(tmp_path):
+    folder = _two_photos(tmp_path / "two")
     result = _run(tmp_path, folder)
     assert result.phase == "Succeeded", result.message  # a rejection is an answer, not a failure
     p = phases(result)
@@ -45,7 +49,21 @@ def test_too_few_photos_are_rejected_with_a_report_and_nothing_else_runs(tmp_pat
         assert p[task] == "Omitted", task  # depends not satisfied: omission cascades
     report = (result.outputs["rejection"] / "index.html").read_text()
     assert "at least 3 are needed" in report
+    assert "Rejected by the <b>quality-gate</b>" in report and "step <b>unknown</b>" not in report
     assert result.outputs["models"] is None
+
+
+def test_a_rejected_photo_set_says_why_on_the_console_and_exits_3(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from kai_flows.cli import app
+
+    monkeypatch.setenv("KAI_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _two_photos(tmp_path / "two")
+    result = CliRunner().invoke(app, ["run", str(REPO / "workflow_templates" / "reconstruction.yaml"), "-q",
+                                      "--input", f"images={folder}", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 3, result.output
+    assert "rejected:" in result.output and "at least 3 are needed" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ class LaunchRequest:
 
 class Launcher(Protocol):
     name: str
+    uses_template_env: bool  # whether the template's `env` reaches the step (and so is substituted)
 
     def check(self, wf: Workflow) -> None:
         """Refuse, by name and field path, before anything runs, what this launcher cannot honour."""

@@ -47,6 +47,7 @@ class HostWorkspace:
 
 class ProcessLauncher:
     name = "process"
+    uses_template_env = False  # the template's env is cluster-only here (recorded in ignoredFields)
 
     def __init__(self, env: dict[str, str], cwd: Path, warm_starts: bool = True) -> None:
         self.env = env
