@@ -124,8 +124,10 @@ def _without_credentials(url: str) -> str:
     return url
 
 
-def build_command(engine: ContainerEngine, checkout: Path, family: Family, registry: str, tag: str) -> list[str]:
-    args = ["build", *engine.build_args(), "-f", str(family.dockerfile), "-t", image_ref(family.name, registry, tag)]
+def build_command(engine: ContainerEngine, checkout: Path, family: Family, registry: str, tag: str,
+                  no_cache: bool = False) -> list[str]:
+    args = ["build", *engine.build_args(), *(["--no-cache"] if no_cache else []), "-f", str(family.dockerfile),
+            "-t", image_ref(family.name, registry, tag)]
     if family.parent is not None:
         args += ["--build-arg", f"BASE={image_ref(family.parent, registry, tag)}"]
     for k, v in labels(checkout, family.name).items():
@@ -147,9 +149,10 @@ def image_size(engine: ContainerEngine, ref: str) -> int | None:
     return int(info.get("Size") or 0) if info else None  # type: ignore[arg-type]
 
 
-def build(engine: ContainerEngine, checkout: Path, family: Family, registry: str, tag: str, log: Path) -> Built:
+def build(engine: ContainerEngine, checkout: Path, family: Family, registry: str, tag: str, log: Path,
+          no_cache: bool = False) -> Built:
     """Build one family; the engine's output goes to `log` (its tail is in the error when it fails)."""
-    argv = build_command(engine, checkout, family, registry, tag)
+    argv = build_command(engine, checkout, family, registry, tag, no_cache)
     started = time.monotonic()
     with open(log, "ab") as f:
         f.write(("$ " + " ".join(argv) + "\n").encode())

@@ -31,6 +31,7 @@ def build_cmd(
     context: Path = typer.Option(None, "--context", help="the checkout to build from (default: the one around "
                                  "the current folder)"),
     log: Path = typer.Option(None, "--log", help="where the engine's build output goes (default: a temp file)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="rebuild every layer instead of reusing cached ones"),
 ) -> None:
     """Build base, then every step family in dependency order, tagged as `kai-flows compile` references them."""
     import tempfile
@@ -47,7 +48,7 @@ def build_cmd(
                                lambda f: image_ref(f, registry, tag))
         if dry_run:
             for fam in chosen:
-                print(shlex.join(images.build_command(eng, checkout, fam, registry, tag)))
+                print(shlex.join(images.build_command(eng, checkout, fam, registry, tag, no_cache)))
                 if push:
                     print(shlex.join(eng.command("push", image_ref(fam.name, registry, tag))))
             return
@@ -61,7 +62,7 @@ def build_cmd(
         for i, fam in enumerate(chosen, 1):
             ref = image_ref(fam.name, registry, tag)
             with console.status(f"[{i}/{len(chosen)}] building {escape(ref)} (log: {log_path})"):
-                b = images.build(eng, checkout, fam, registry, tag, log_path)
+                b = images.build(eng, checkout, fam, registry, tag, log_path, no_cache)
             console.print(f"[{i}/{len(chosen)}] built {escape(ref)} in {b.seconds:.0f} s, {_mb(b.size)}")
             if push:
                 with console.status(f"pushing {escape(ref)}"):

@@ -168,6 +168,8 @@ def test_built_images_carry_their_source_revision_and_version():
     assert labels["org.opencontainers.image.title"] == "kai/base"
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
     assert labels["org.opencontainers.image.version"] and labels["org.opencontainers.image.source"]
+    env = find_engine().inspect_image(BASE_IMAGE)["Config"]["Env"]
+    assert not [e for e in env if e.startswith("PIP_")], env  # the build host's pip settings stay on the host
 
 
 def test_an_output_leading_outside_the_steps_files_through_a_symlink_is_never_published(run):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kai_flows.compile import image_ref
 from kai_flows.engine.runner import run_pipeline
@@ -55,9 +56,16 @@ def test_image_quality_in_containers_scores_every_photo_as_the_process_runtime_d
     assert json.loads((process.outputs["report"] / "quality.json").read_text()) == in_container
 
 
-def test_reconstruction_in_containers_matches_the_process_runtime(tmp_path):
+def test_reconstruction_in_containers_matches_the_process_runtime(tmp_path, monkeypatch):
     sample = tmp_path / "sample"
     render_sample_scene(sample)
+    # The container runtime applies the templates' env (OMP_NUM_THREADS=1 ...), the process runtime does not: give
+    # the process run the same env, so that both compute with the same thread counts.
+    doc = yaml.safe_load((REPO / "workflow_templates" / "reconstruction.yaml").read_text())
+    for t in doc["spec"]["templates"]:
+        for e in (t.get("container") or {}).get("env") or []:
+            if e["name"] != "HOME":
+                monkeypatch.setenv(e["name"], e["value"])
     scores = {}
     for runtime in ("process", "container"):
         result = _run(tmp_path, "reconstruction", sample / "images", runtime, quality_tier="draft")
