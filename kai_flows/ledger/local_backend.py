@@ -341,6 +341,11 @@ def _run_child(d: Path) -> int:
         # The job's queue class takes the workflow's semaphore, as the Submitter does for Argo.
         doc["spec"]["synchronization"] = {"semaphores": [{"configMapKeyRef": {
             "name": "kai-queues", "key": label["queue_class"]}}]}
+        out = Path(label["out"])
+        if not launch["resume"] and out.exists():
+            # A fresh start of a job whose earlier launch died: its folder is the backend's own, and the engine
+            # takes only an empty one (or the run it resumes), so the earlier launch's files go first.
+            shutil.rmtree(out)
         res = run_pipeline(doc, parameters=label["parameters"], inputs={k: Path(v) for k, v in label["inputs"].items()},
                            out=Path(label["out"]), store=S3Config.model_validate(launch["store"]),
                            resume=launch["resume"], progress=False, cache=Path(launch["cache"]),
