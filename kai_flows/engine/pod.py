@@ -71,11 +71,6 @@ class PodServices:
     keep_scratch: bool = False
 
 
-def scratch_file(scratch: Path, name: str) -> Path:
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch / name
-
-
 def _trim_newline(text: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
@@ -152,7 +147,7 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
             if svc.launcher.uses_template_env else {}
     except variables.UnresolvedVariable as e:
         return PodResult("Error", f"template {tmpl.name!r}: {e}")
-    stdout_path = scratch_file(spec.scratch, "stdout")
+    stdout_path = spec.scratch / "stdout"  # the workspace made the scratch folder
     request = LaunchRequest(template=tmpl, argv=argv, env=env, stdout_path=stdout_path, log_path=spec.log_path,
                             groups=svc.groups, pod_name=spec.pod_name, gpu_hidden=bool(tmpl.gpus and not spec.has_gpu))
     try:

@@ -458,7 +458,6 @@ def run_pipeline(
     try:
         launcher.check(wf)  # refuses what it cannot honour, before anything runs
         has_gpu = _has_gpu()
-        out.mkdir(parents=True, exist_ok=True)
         run_dir = registry_dir(cache) / run_name
         # A folder of this engine process's own: steps orphaned by an earlier, killed engine cannot touch it.
         scratch_all = run_dir / "scratch"

@@ -136,6 +136,7 @@ class ContainerLauncher:
         return args
 
     def _create_args(self, ws: ContainerWorkspace, req: LaunchRequest, cgroup: str) -> list[str]:
+        """The arguments of `<engine> create` for this attempt."""
         t, sc = req.template, req.template.pod.security
         podman = self.engine.kind == "podman"
         args = ["create", "--name", ws.container, "--pull=never", "--network", "none",
@@ -176,13 +177,12 @@ class ContainerLauncher:
         elif command:
             args += ["--entrypoint", command[0]]  # docker takes one program; the rest go before the args
             rest = command[1:] + rest
-        return self.engine.command(*args, t.image, *rest)
+        return [*args, t.image, *rest]
 
     def run(self, ws: ContainerWorkspace, req: LaunchRequest) -> ProcessOutcome:  # type: ignore[override]
         cgroup = f"/kai-flows/{self.instance}/{ws.container[-60:]}"
-        create = self._create_args(ws, req, cgroup)
         try:
-            created = self.engine.run(*create[len(self.engine.command()):], check=False)
+            created = self.engine.run(*self._create_args(ws, req, cgroup), check=False)
         except ContainerEngineError as e:
             raise OSError(str(e)) from None
         if created.returncode != 0:
@@ -206,7 +206,7 @@ class ContainerLauncher:
         try:
             outcome = run_process(self.engine.command("start", "--attach", ws.container), cwd=ws.scratch,
                                   env=dict(os.environ), stdout_path=req.stdout_path, log_path=req.log_path,
-                                  deadline_s=None, groups=_ClientOnly())
+                                  deadline_s=None, groups=ProcessGroups())  # stopped via the hook, not the client
         finally:
             if timer is not None:
                 timer.cancel()
@@ -269,10 +269,6 @@ def _over_size_limit(ws: ContainerWorkspace, t: Template) -> str:
         if used > limit:
             return f'Usage of EmptyDir volume "{vol.name}" exceeds the limit "{vol.size_limit}". '
     return ""
-
-
-class _ClientOnly(ProcessGroups):
-    """The attached client is not how a container is stopped (`stop` is): it is not signalled as a group."""
 
 
 def _last_line(log_path: Path) -> str:
