@@ -34,6 +34,8 @@ from kai_flows.engine.process import ProcessGroups, process_start_time
 from kai_flows.engine.progress import make_progress
 from kai_flows.engine.records import Node, now_iso, read_run, registry_dir, write_json_atomic
 from kai_flows.engine.semaphores import QueueSemaphores
+from kai_flows.engine.store_guard import GuardedStore, StoreGuard
+from kai_flows.store.errors import StoreError
 
 RECORD_INTERVAL_S = 0.5
 
@@ -288,20 +290,20 @@ EXTRA_STORES = 8  # default store folders tried when runs overlap: <cache>/store
 
 @contextmanager
 def _open_store(store: Any, store_dir: Path | None, cache: Path,
-                previous_dir: str | None = None) -> Iterator[tuple[Any, Path | None]]:
-    """An ArtifactStore and its embedded server's folder: the store given, an S3Config (or KAI_S3_* env), or an
-    embedded SeaweedFS in `store_dir`, else (a resumed run) in the folder its artifacts are in, else in the first
-    free default folder under `cache`."""
+                previous_dir: str | None = None) -> Iterator[tuple[Any, Path | None, Any]]:
+    """An ArtifactStore, its embedded server's folder and the server: the store given, an S3Config (or KAI_S3_*
+    env), or an embedded SeaweedFS in `store_dir`, else (a resumed run) in the folder its artifacts are in, else in
+    the first free default folder under `cache`."""
     from kai_flows.store import ArtifactStore, EmbeddedSeaweedFS, S3Config, StoreDirInUseError
 
     if isinstance(store, ArtifactStore):
-        yield store, None
+        yield store, None, None
         return
     config = store if isinstance(store, S3Config) else S3Config.from_env()
     if config is not None:
         s = ArtifactStore(config)
         s.ensure_bucket()
-        yield s, None
+        yield s, None, None
         return
     if store_dir is not None or previous_dir is not None:
         folders = [Path(store_dir or previous_dir)]  # type: ignore[arg-type]
@@ -320,7 +322,7 @@ def _open_store(store: Any, store_dir: Path | None, cache: Path,
                                          "give --store-dir") from None
             continue
         try:
-            yield server.store(warm_up=True), folder
+            yield server.store(warm_up=True), folder, server
         finally:
             server.stop()
         return
@@ -379,9 +381,16 @@ class _Recorder:
         return time.monotonic() - self.last >= RECORD_INTERVAL_S
 
     def write(self, data: dict[str, Any], force: bool = False) -> None:
+        """Each copy on its own: a full disk under --out must not keep the registry's copy Running."""
         self.last = time.monotonic()
+        failed: list[OSError] = []
         for p in self.paths:
-            write_json_atomic(p, data, fsync=force)
+            try:
+                write_json_atomic(p, data, fsync=force)
+            except OSError as e:
+                failed.append(e)
+        if len(failed) == len(self.paths):
+            raise failed[0]
 
 
 def _previous_nodes(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -477,13 +486,21 @@ def run_pipeline(
         view = make_progress(progress, run_name)
         result_outputs: dict[str, Path | None] = {}
         ex_ref: list[Executor] = []
+        store_notes: list[str] = []  # the store guard's (restarts), from its own thread
+
+        def stop_run(reason: str) -> None:
+            if ex_ref:
+                ex_ref[0].stop(reason)
     except BaseException:
         launcher.close()  # the run below closes it; a failure before that must too (warm servers, containers)
         raise
     phase, message = "Error", ""
     try:
         previous_store = (previous_meta.get("store") or {}).get("dir")
-        with _open_store(store, store_dir, cache, previous_store) as (st, st_dir), _sigint_stops(ex_ref):
+        with _open_store(store, store_dir, cache, previous_store) as (raw_store, st_dir, server), \
+                _sigint_stops(ex_ref), \
+                StoreGuard(raw_store, server, on_lost=stop_run, note=store_notes.append) as guard:
+            st = GuardedStore(raw_store, guard)
             meta["store"] = {"endpoint": st.config.endpoint, "bucket": st.bucket,
                              **({"dir": str(st_dir)} if st_dir else {})}
             used_keys = set(params.values())  # a resumed run from an older version may name other keys
@@ -529,10 +546,16 @@ def run_pipeline(
             finally:
                 for slot in wf_slots or []:
                     slot.release()
+            if guard.lost:
+                phase, message = "Error", guard.lost
             # Whatever finished is kept: a failed run still hands over the outputs of the tasks that succeeded,
             # the exit handler's failure report among them.
             if not ex.stopping:
-                result_outputs = _download_outputs(st, ex, run_name, outputs_map, out)
+                try:
+                    result_outputs = _download_outputs(st, ex, run_name, outputs_map, out)
+                except (StoreError, OSError) as e:  # a full disk, a lost store: the run ends, its record too
+                    phase, message = "Error", f"downloading the outputs into --out {out} failed: {e}"
+            ex.warnings.extend(store_notes)
             meta["outputs"] = {k: str(v) if v else None for k, v in result_outputs.items()}
             recorder.write(recorder.status(ex, phase, message, started, now_iso()), force=True)
             view.update(ex.nodes.values(), phase)
@@ -594,14 +617,26 @@ def _download_outputs(st: Any, ex: Executor, run_name: str, outputs_map: Mapping
             continue
         dest = out / out_name
         staging = out / f".{out_name}.kai-download"
-        if staging.exists():
-            shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
-        st.download(key, staging)
+        _remove(staging)
+        try:
+            st.download(key, staging)
+        except BaseException as e:
+            _remove(staging)  # never a partial output (and a full disk gets its space back for run.json)
+            if isinstance(e, (StoreError, OSError)):
+                raise type(e)(f"output {out_name!r}: {e}") from None
+            raise
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
         os.replace(staging, dest)
         results[out_name] = dest
     return results
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _node_result(n: Node) -> NodeResult:
