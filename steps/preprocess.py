@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._imageio import IMAGE_SUFFIXES, Decoded, ImageDecodeError, decode
+from steps._photos import walk_files
 
 MIN_IMAGES = 3
 
@@ -123,7 +124,7 @@ def preprocess(images: In[Path], out: Out[Path], max_image_size: int = 1600,
 
 
 def _run(images: Path, tmp: Path, max_image_size: int, enhance: bool) -> PreprocessSummary:
-    files = sorted(p for p in images.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = walk_files(images)  # subfolders too, as list_images finds them
     k_file = next((p for p in files if p.name.lower() == "k.txt"), None)
     skipped: list[tuple[str, str]] = []
     K = None

@@ -23,8 +23,9 @@ from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
+from steps._imageio import IMAGE_SUFFIXES
+from steps._photos import fan_out_problem, is_photo, walk_files
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 ANALYSIS_SIDE = 1024  # sharpness and exposure are measured at this size so they do not depend on resolution
 Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs, allow large real photos
 
@@ -63,19 +64,25 @@ class QualityVerdict(BaseModel):
 
 @step(image="quality", cpu="250m", memory="256Mi", timeout="5m")
 def list_images(images: In[Path]) -> ImageListing:
-    """The image files at the top of the folder, sorted; other files are listed as ignored."""
+    """The image files of the folder and its subfolders (as relative paths), sorted; other files are listed as
+    ignored. A photo whose name a fan-out cannot carry is refused by name (see steps/_photos.py)."""
     if not images.is_dir():
-        raise ValueError(f"input {images} is not a folder of images")
-    names, ignored = [], []
-    for entry in sorted(images.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            names.append(entry.name)
+        raise ValueError("input 'images' is a single file, not a folder of images")
+    names, ignored, unpassable = [], [], []
+    for path in walk_files(images):
+        rel = path.relative_to(images).as_posix()
+        if not is_photo(path):
+            ignored.append(rel)
+        elif (problem := fan_out_problem(rel)) is not None:
+            unpassable.append(f"{rel!r} ({problem})")
         else:
-            ignored.append(entry.name)
+            names.append(rel)
+    if unpassable:
+        raise ValueError(f"{len(unpassable)} photo name(s) that Argo would pass to their step altered: "
+                         f"{', '.join(unpassable)}; rename them (no double quotes, backslashes or control characters)")
     if not names:
-        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {images}")
+        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in input 'images'"
+                         + (f"; it holds only {', '.join(ignored[:5])}" if ignored else ""))
     return ImageListing(names=names, count=len(names), ignored=ignored)
 
 

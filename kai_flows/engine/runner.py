@@ -142,10 +142,21 @@ def check_input_dir(name: str, path: Path) -> Path:
         for f in files:
             if not os.access(Path(root) / f, os.R_OK):
                 raise RunRequestError(f"input {name!r}: file {Path(root) / f} is not readable")
+            _check_utf8_name(name, Path(root) / f)
             count += 1
     if count == 0:
         raise RunRequestError(f"input {name!r}: folder {path} is empty")
     return path.resolve()
+
+
+def _check_utf8_name(name: str, path: Path) -> None:
+    """S3 keys (and Argo's JSON) are UTF-8: a file name that is not cannot be stored under its name."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+        raise RunRequestError(f"input {name!r}: file name {shown} is not UTF-8 (S3 keys are); rename the file") \
+            from None
 
 
 INPUT_KEY_PREFIX = "inputs/sha256-"
