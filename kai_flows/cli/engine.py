@@ -58,8 +58,8 @@ def run_cmd(
                                       ("--s3-bucket", s3_bucket)) if not v]
             if missing:
                 raise EngineError(f"--s3-endpoint needs {', '.join(missing)} too")
-            store = S3Config(endpoint=s3_endpoint, access_key=s3_access_key, secret_key=s3_secret_key,
-                             bucket=s3_bucket)
+            store = S3Config.checked(endpoint=s3_endpoint, access_key=s3_access_key, secret_key=s3_secret_key,
+                                     bucket=s3_bucket)
         result = run_pipeline(pipeline, parameters=_pairs(param, "--param"), inputs={
             k: Path(v) for k, v in _pairs(input_, "--input").items()}, out=out, parallelism=parallelism,
             store=store, store_dir=store_dir, resume=resume, progress=not quiet,

@@ -188,16 +188,19 @@ def _upload_input(st: Any, name: str, local: Path, key: str) -> None:
 
 
 def _check_inputs_unchanged(wf: Workflow, previous_meta: Mapping[str, Any], input_keys: Mapping[str, str],
-                            resume: str) -> None:
+                            folders: Mapping[str, Path], resume: str) -> None:
     """A resumed run keeps its parameters, input keys included (as Argo's retry does): refuse an input folder whose
-    content changed since, instead of mixing steps computed from two different photo sets."""
+    content differs from what the run stored (changed since, or another folder), instead of mixing steps computed
+    from two different photo sets."""
     before = previous_meta.get("parameters", {})
     for name, param in _json_annotation(wf, INPUTS_ANNOTATION).items():
         old, new = before.get(param), input_keys.get(name)
         if new is not None and old is not None and old.startswith(INPUT_KEY_PREFIX) and old != new:
-            folder = previous_meta.get("inputs", {}).get(name, "?")
-            raise RunRequestError(f"input {name!r}: {folder} changed since run {resume!r} stored it; start a new run "
-                                  "instead of resuming")
+            stored = previous_meta.get("inputs", {}).get(name, "?")
+            given = str(folders[name])
+            what = f"{given} changed since run {resume!r} stored it" if given == stored else \
+                f"--resume {resume} ran on {stored}; {given} holds other files"
+            raise RunRequestError(f"input {name!r}: {what}; start a new run instead of resuming")
 
 
 def resolve_parameters(wf: Workflow, given: Mapping[str, str], inputs: Mapping[str, Path],
@@ -465,7 +468,7 @@ def run_pipeline(
     # Inputs are stored by content: re-running on the same photos re-uses them instead of uploading them again.
     input_keys = {name: _input_key(name, p) for name, p in checked_inputs.items()}
     if resume:
-        _check_inputs_unchanged(wf, previous_meta, input_keys, resume)
+        _check_inputs_unchanged(wf, previous_meta, input_keys, checked_inputs, resume)
     params = resolve_parameters(wf, parameters, checked_inputs, input_keys)
     outputs_map = _json_annotation(wf, OUTPUTS_ANNOTATION)
     out = Path(out).expanduser().resolve()

@@ -49,8 +49,20 @@ class S3Config(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _check_bucket(cls, value: str) -> str:
-        check_bucket_name(value, strict=True)
+        try:
+            check_bucket_name(value, strict=True)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+                             "dots and hyphens, starting and ending with a letter or digit)") from None
         return value
+
+    @classmethod
+    def checked(cls, **values: object) -> S3Config:
+        """Construct from user input: a bad value raises StoreConfigError with one line naming the field."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            raise StoreConfigError(_one_line(err)) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Config | None:
@@ -71,8 +83,7 @@ class S3Config(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as err:
-            first = err.errors()[0]
-            raise StoreConfigError(f"bad S3 settings from the environment: {first['loc']}: {first['msg']}") from None
+            raise StoreConfigError(f"bad S3 settings from the environment: {_one_line(err)}") from None
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that ``from_env`` reads back into this config."""
@@ -86,3 +97,9 @@ class S3Config(BaseModel):
         if self.region:
             env["KAI_S3_REGION"] = self.region
         return env
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "settings"
+    return f"S3 {field}: {first['msg'].removeprefix('Value error, ')}"

@@ -52,3 +52,18 @@ def test_run_bad_parameter_exits_2_with_one_line(tmp_path, seaweed_server, monke
     res = CliRunner().invoke(app(), ["run", str(path), "-p", "nope=1", "--out", str(tmp_path / "out")])
     assert res.exit_code == 2
     assert "unknown parameter 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_an_invalid_s3_bucket_name_is_one_line_and_nothing_runs(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"x")
+    res = CliRunner().invoke(app(), ["run", "image-quality", "--input", f"images={photos}", "--out",
+                                     str(tmp_path / "out"), "--s3-endpoint", "127.0.0.1:9", "--s3-access-key", "a",
+                                     "--s3-secret-key", "b", "--s3-bucket", "Bad_Bucket"])
+    assert res.exit_code == 2
+    assert " ".join(res.output.split()) == (  # one message (the console wraps it to its width), no pydantic dump
+        "error: S3 bucket: 'Bad_Bucket' is not a valid S3 bucket name (3-63 characters: "
+                                  "lowercase letters, digits, dots and hyphens, starting and ending with a letter or "
+                                  "digit)")
+    assert not (tmp_path / "out").exists()

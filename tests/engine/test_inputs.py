@@ -68,6 +68,12 @@ def test_resume_refuses_an_input_folder_that_changed(store: ArtifactStore, tmp_p
     with pytest.raises(RunRequestError, match=r"input 'images': .*photos changed since run '.*' stored it; start a "
                                               r"new run instead of resuming"):
         run(inputs={"images": photos}, resume=failed.name)
+    other = tmp_path / "other-photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"C" * 10)
+    with pytest.raises(RunRequestError, match=rf"input 'images': --resume {failed.name} ran on {photos}; {other} "
+                                              r"holds other files; start a new run instead of resuming"):
+        run(inputs={"images": other}, resume=failed.name)
     (photos / "a.jpg").write_bytes(b"A" * 10)  # back as it was: the resume goes ahead
     gate.write_text("open")
     assert run(inputs={"images": photos}, resume=failed.name).phase == "Succeeded"
