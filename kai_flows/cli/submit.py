@@ -33,6 +33,9 @@ def submit_cmd(
     tier: Annotated[str | None, typer.Option("--tier", help="Tier: free, pro, enterprise, internal.")] = None,
     label: Annotated[list[str], typer.Option("-l", "--label", help="Extra label KEY=VALUE (repeatable).")] = [],  # noqa: B006
     job_id: Annotated[str | None, typer.Option("--job-id", help="Job id label (default: a new one).")] = None,
+    tenant: Annotated[str, typer.Option("--tenant", help="Whose job: its input keys must be under "
+                                        "uploads/<tenant>/ (or a prefix granted in $KAI_TENANT_INPUT_PREFIXES).")]
+    = "default",
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = NAMESPACE,
     context: Annotated[str | None, typer.Option("--context", help="kubeconfig context (Kubernetes backend).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end, with progress.")] = False,
@@ -46,7 +49,7 @@ def submit_cmd(
     try:
         fields = {"job_id": job_id} if job_id else {}
         req = SubmitRequest(pipeline=pipeline, parameters=_pairs(param, "--param"), queue=queue, tier=tier,
-                            labels=_pairs(label, "--label"), namespace=namespace, **fields)
+                            labels=_pairs(label, "--label"), namespace=namespace, tenant=tenant, **fields)
     except ValueError as e:  # pydantic's ValidationError
         raise _fail(_first_error(e)) from None
     sub = Submitter(context=context)
@@ -90,6 +93,14 @@ def deploy_cmd(
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = NAMESPACE,
     registry: Annotated[str | None, typer.Option("--registry", help="Image registry (compiles afresh).")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Image tag (compiles afresh).")] = None,
+    image_lock: Annotated[Path | None, typer.Option(
+        "--image-lock", help="Pin images by the digests `images build --push --lock` recorded.")] = None,
+    require_digests: Annotated[bool, typer.Option(
+        "--require-digests", help="Refuse any image not pinned by a registry digest (production).")] = False,
+    insecure_artifact_repository: Annotated[bool, typer.Option(
+        "--insecure-artifact-repository", help="Reach the S3 artifact repository without TLS.")] = False,
+    kube_api_cidr: Annotated[list[str] | None, typer.Option(
+        "--kube-api-cidr", help="Where step pods may reach the Kubernetes API (repeatable; compiles afresh).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and validate; no cluster needed.")] = False,
     skip_cluster: Annotated[bool, typer.Option("--skip-cluster", help="Skip the cluster prerequisites.")] = False,
     skip_templates: Annotated[bool, typer.Option("--skip-templates", help="Skip the WorkflowTemplates.")] = False,
@@ -98,8 +109,10 @@ def deploy_cmd(
     """Apply the cluster prerequisites, then the WorkflowTemplates, by server-side apply (like deploy.sh)."""
     from kai_flows.deploy import DeployError, DeployOptions, Manifest, deploy
 
-    opts = DeployOptions(context=context, namespace=namespace, registry=registry, tag=tag, dry_run=dry_run,
-                         skip_cluster=skip_cluster, skip_templates=skip_templates)
+    opts = DeployOptions(context=context, namespace=namespace, registry=registry, tag=tag, image_lock=image_lock,
+                         require_digests=require_digests, insecure_artifact_repository=insecure_artifact_repository,
+                         kube_api_cidrs=tuple(kube_api_cidr or ()), dry_run=dry_run, skip_cluster=skip_cluster,
+                         skip_templates=skip_templates)
     if source is not None:
         opts.source = source
 

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from kai_flows.ledger.errors import InvalidTransition, JobNotFound, LedgerError, UnknownQueueClass, UnknownTier
 from kai_flows.ledger.models import TERMINAL, TRANSITIONS, HistoryEntry, Job, JobOutput, JobStatus
 from kai_flows.policy import Policy, PolicyError, load_policy
+from kai_flows.tenancy import DEFAULT_TENANT, TenancyError, check_tenant
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -53,20 +54,26 @@ def enqueue(
     priority: int | None = None,
     input_uri: str | None = None,
     output_uri: str | None = None,
+    tenant: str = DEFAULT_TENANT,
     policy: Policy | None = None,
 ) -> Job:
-    """Record a new queued job. The queue class defaults to the tier's, the priority to its priority class's value."""
+    """Record a new queued job. The queue class defaults to the tier's, the priority to its priority class's value.
+    `tenant`: whose job it is; the coordinator lets it read only that tenant's inputs (kai_flows/tenancy.py)."""
     if not pipeline:
         raise LedgerError("a job needs a pipeline name")
+    try:
+        check_tenant(tenant)
+    except TenancyError as e:
+        raise LedgerError(str(e)) from None
     if parameters is not None and not isinstance(parameters, dict):
         raise LedgerError(f"job parameters must be a JSON object, got {type(parameters).__name__}")
     tier, queue, default_priority = _resolve(policy or load_policy(), tier, queue_class)
     with conn.transaction():
         row = conn.execute(
-            """INSERT INTO jobs (pipeline, parameters, tier, queue_class, priority, input_uri, output_uri)
-               VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+            """INSERT INTO jobs (pipeline, parameters, tier, queue_class, priority, input_uri, output_uri, tenant)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
             (pipeline, Jsonb(parameters or {}), tier, queue, default_priority if priority is None else priority,
-             input_uri, output_uri),
+             input_uri, output_uri, tenant),
         ).fetchone()
         _append_history(conn, row["id"], None, JobStatus.QUEUED, 0, None, None, None)
     return Job.from_row(row)

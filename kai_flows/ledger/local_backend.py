@@ -12,6 +12,8 @@ State lives on disk, none in the object, so a restarted coordinator finds every 
                       (result-<n>.json: what the n-th child reported, when it was resumed after it)
     <state>/cache/    the engine cache shared by every job: run registry (for resume) and queue semaphores
     <state>/store/    the embedded SeaweedFS shared by every job of this coordinator; store.json: its ports, generation
+    <state>/tenants/<tenant>/   the only folders a tenant's jobs may name as input or output (kai_flows/tenancy.py;
+                      `tenants_dir=` or $KAI_TENANTS_DIR puts them elsewhere)
 
 Children run in sessions of their own, so they outlive a coordinator killed mid-way (as Argo workflows would).
 The embedded store does not (it dies with the process that started it): the next coordinator starts it again on
@@ -43,6 +45,7 @@ from kai_flows.argo.names import INPUTS_ANNOTATION
 from kai_flows.ledger.backends import BackendStatus, job_workflow_name
 from kai_flows.ledger.errors import BackendError
 from kai_flows.ledger.models import Job, JobOutput
+from kai_flows.tenancy import TenancyError, check_input_key, check_tenant_folder
 
 MAX_LAUNCHES = 3
 START_GRACE_S = 30.0
@@ -100,12 +103,14 @@ class LocalEngineBackend:
     embedded SeaweedFS (default: $KAI_S3_* if set, else the embedded one under `<state>/store`)."""
 
     def __init__(self, state_dir: str | os.PathLike[str], *, store: Any = None,
-                 templates_dir: str | os.PathLike[str] | None = None, warm_starts: bool = True) -> None:
+                 templates_dir: str | os.PathLike[str] | None = None, warm_starts: bool = True,
+                 tenants_dir: str | os.PathLike[str] | None = None) -> None:
         from kai_flows.store import S3Config
 
         self.state_dir = Path(state_dir).resolve()
         self.workflows_dir = self.state_dir / "workflows"
         self.cache_dir = self.state_dir / "cache"
+        self.tenants_dir = Path(tenants_dir or os.environ.get("KAI_TENANTS_DIR") or self.state_dir / "tenants")
         for d in (self.workflows_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.templates_dir = Path(templates_dir or os.environ.get("KAI_TEMPLATES_DIR")
@@ -178,12 +183,19 @@ class LocalEngineBackend:
 
         try:
             wf = load_workflow(template)
-            names = sorted(json.loads(wf.annotations.get(INPUTS_ANNOTATION) or "{}"))
-            inputs = parse_inputs(job.input_uri, names)
-            checked = {n: check_input_dir(n, Path(p)) for n, p in inputs.items()}
+            input_params = json.loads(wf.annotations.get(INPUTS_ANNOTATION) or "{}")
+            inputs = parse_inputs(job.input_uri, sorted(input_params))
+            for name, folder in inputs.items():  # the job's folders and keys: its tenant's own, nothing else
+                check_tenant_folder(job.tenant, f"input {name!r}", folder, self.tenants_dir)
+            if self._out_given(job):
+                check_tenant_folder(job.tenant, "output", self._out_dir(job, self.workflows_dir), self.tenants_dir)
             params = {k: _parameter_value(v) for k, v in job.parameters.items()}
+            for name, param in input_params.items():
+                if param in params:
+                    check_input_key(job.tenant, f"parameter {param!r} (input {name!r})", params[param])
+            checked = {n: check_input_dir(n, Path(p)) for n, p in inputs.items()}
             resolve_parameters(wf, params, checked, {n: f"inputs/{n}" for n in checked})
-        except EngineError as e:
+        except (EngineError, TenancyError) as e:
             raise BackendError(str(e)) from None
         return inputs
 
@@ -207,9 +219,13 @@ class LocalEngineBackend:
         return name
 
     @staticmethod
-    def _out_dir(job: Job, d: Path) -> str:
-        if job.output_uri and (job.output_uri.startswith("file://") or "://" not in job.output_uri):
-            return str(Path(job.output_uri.removeprefix("file://")).expanduser().resolve())
+    def _out_given(job: Job) -> bool:
+        return bool(job.output_uri) and (job.output_uri.startswith("file://") or "://" not in job.output_uri)
+
+    @classmethod
+    def _out_dir(cls, job: Job, d: Path) -> str:
+        if cls._out_given(job):
+            return str(Path(job.output_uri.removeprefix("file://")).expanduser().resolve())  # type: ignore[union-attr]
         return str(d / "out")
 
     def _launch(self, name: str, resume: str | None = None) -> None:

@@ -45,6 +45,7 @@ class Job:
     input_uri: str | None
     output_uri: str | None
     workflow_name: str | None
+    tenant: str
     attempts: int
     error: str | None
     claimed_by: str | None

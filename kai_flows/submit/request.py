@@ -19,6 +19,7 @@ from kai_flows.store.errors import InvalidKeyError
 from kai_flows.store.manifest import check_location
 from kai_flows.submit.errors import SubmitError
 from kai_flows.submit.template import TemplateInfo, template_name
+from kai_flows.tenancy import DEFAULT_TENANT, TenancyError, check_input_key, check_tenant
 
 TEMPLATE_LABEL = "workflows.argoproj.io/workflow-template"
 JOB_ID_LABEL = "kai-flows.io/job-id"
@@ -44,6 +45,12 @@ class SubmitRequest(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     namespace: str = NAMESPACE
+    tenant: str = Field(default=DEFAULT_TENANT, description="whose job: its inputs must be that tenant's uploads")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_name(cls, v: str) -> str:
+        return check_tenant(v)
 
     @field_validator("job_id")
     @classmethod
@@ -78,11 +85,14 @@ def check_parameters(req: SubmitRequest, template: TemplateInfo) -> list[dict[st
             continue
         value = parameter_value(req.parameters[p.name])
         if p.name in template.input_keys:
+            what = f"pipeline {template.name!r}: parameter {p.name!r} carries the S3 key of input " \
+                f"{template.input_keys[p.name]!r}"
             try:
-                check_location(value)
+                check_input_key(req.tenant, what, check_location(value))
             except InvalidKeyError as e:
-                raise SubmitError(f"pipeline {template.name!r}: parameter {p.name!r} carries the S3 key of input "
-                                  f"{template.input_keys[p.name]!r}: {e}") from None
+                raise SubmitError(f"{what}: {e}") from None
+            except TenancyError as e:
+                raise SubmitError(str(e)) from None
         if p.enum is not None and value not in p.enum:
             raise SubmitError(f"pipeline {template.name!r}: parameter {p.name!r} = {value!r} is not one of "
                               f"{', '.join(p.enum)}")

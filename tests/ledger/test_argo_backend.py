@@ -95,7 +95,7 @@ def test_coordinator_submits_follows_and_records_outputs(make, server: FakeArgo,
                                                          ledger_url: str, conn, tmp_path: Path) -> None:
     server.script_on_create = [{}, RUNNING, SUCCEEDED]
     job = jobs.enqueue(conn, "image-quality", {"max_blur": 5}, tier="enterprise", queue_class="batch",
-                       input_uri="s3://kai-artifacts/in/job-7/")
+                       input_uri="s3://kai-artifacts/uploads/default/job-7/")
     c = Coordinator(ledger_url, ArgoBackend(make(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1")
     run_until_done(c, conn)
     c.close()
@@ -109,7 +109,7 @@ def test_coordinator_submits_follows_and_records_outputs(make, server: FakeArgo,
     assert wf["spec"]["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "batch"
     assert wf["spec"]["priority"] == 5 and wf["spec"]["podPriorityClassName"]
     assert {p["name"]: p["value"] for p in wf["spec"]["arguments"]["parameters"]} == {
-        "images": "in/job-7/", "max_blur": "5"}
+        "images": "uploads/default/job-7/", "max_blur": "5"}
     assert errors(schema_validator(), {k: v for k, v in wf.items() if k != "status"}) == []
     posted = [r["body"] for r in server.requests if r["method"] == "POST"]
     if make is rest:
@@ -125,7 +125,7 @@ def test_coordinator_submits_follows_and_records_outputs(make, server: FakeArgo,
 
 def test_found_by_label_not_created_twice_and_attempts_are_distinct(server: FakeArgo, s3: EmbeddedSeaweedFS,
                                                                     conn, tmp_path: Path) -> None:
-    job = jobs.enqueue(conn, "image-quality", {"images": "in/a/"}, tier="pro", queue_class="interactive")
+    job = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/a/"}, tier="pro", queue_class="interactive")
     first = ArgoBackend(rest(server, tmp_path), s3.config())
     name = first.submit(job)
     restarted = ArgoBackend(rest(server, tmp_path), s3.config())  # a new coordinator after a crash
@@ -140,7 +140,7 @@ def test_found_by_label_not_created_twice_and_attempts_are_distinct(server: Fake
 def test_cancel_terminates_and_phase_maps_to_failed(server: FakeArgo, s3: EmbeddedSeaweedFS, ledger_url: str, conn,
                                                    tmp_path: Path) -> None:
     server.script_on_create = [RUNNING] * 1000
-    job = jobs.enqueue(conn, "image-quality", {"images": "in/a/"}, tier="pro", queue_class="interactive")
+    job = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/a/"}, tier="pro", queue_class="interactive")
     c = Coordinator(ledger_url, ArgoBackend(rest(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1")
     while jobs.get_job(conn, job.id).status != JobStatus.RUNNING:
         c.run_once()
@@ -156,8 +156,14 @@ def test_cancel_terminates_and_phase_maps_to_failed(server: FakeArgo, s3: Embedd
 
 def test_refused_jobs_fail_with_the_reason_and_a_deleted_workflow_is_an_error(
         server: FakeArgo, s3: EmbeddedSeaweedFS, ledger_url: str, conn, tmp_path: Path) -> None:
-    bad_param = jobs.enqueue(conn, "image-quality", {"images": "in/a/", "nope": 1}, tier="pro", queue_class="batch")
+    bad_param = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/a/", "nope": 1}, tier="pro",
+                             queue_class="batch")
     no_pipeline = jobs.enqueue(conn, "no-such-pipeline", {}, tier="pro", queue_class="interactive")
+    # tenants sharing the bucket: another tenant's upload, another workflow's artifacts
+    foreign_upload = jobs.enqueue(conn, "image-quality", {"images": "uploads/bob/a/"}, tier="pro",
+                                  queue_class="batch", tenant="acme")
+    foreign_artifact = jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="batch", tenant="acme",
+                                    input_uri="s3://kai-artifacts/image-quality-x1y2z/image-quality-x1y2z-123/report")
     c = Coordinator(ledger_url, ArgoBackend(rest(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1")
     run_until_done(c, conn)
     c.close()
@@ -166,6 +172,13 @@ def test_refused_jobs_fail_with_the_reason_and_a_deleted_workflow_is_an_error(
         "(declared: images, max_blur, quality)")
     assert jobs.get_job(conn, no_pipeline.id).error.startswith(
         "submission failed: unknown pipeline 'no-such-pipeline': no WorkflowTemplate of that name")
+    outside = ("is outside what tenant 'acme' may read (uploads/acme/); a job reads only its own tenant's uploads")
+    assert jobs.get_job(conn, foreign_upload.id).error == (
+        "submission failed: pipeline 'image-quality': parameter 'images' carries the S3 key of input 'images': "
+        "key 'uploads/bob/a/' " + outside)
+    assert jobs.get_job(conn, foreign_artifact.id).error == (
+        "submission failed: pipeline 'image-quality': parameter 'images' carries the S3 key of input 'images': "
+        "key 'image-quality-x1y2z/image-quality-x1y2z-123/report' " + outside)
     assert server.workflows == {}
     with pytest.raises(BackendError, match="no workflow 'gone'"):
         ArgoBackend(rest(server, tmp_path), s3.config()).status("gone")
@@ -176,7 +189,7 @@ def test_server_errors_on_create_are_retried_and_refusals_are_not(make, server: 
                                                                   ledger_url: str, conn, tmp_path: Path) -> None:
     server.create_errors = [503, 500, 502]  # a proxy in front of the server, then the server itself, then a proxy
     server.script_on_create = [RUNNING, SUCCEEDED]
-    flaky = jobs.enqueue(conn, "image-quality", {"images": "in/a/"}, tier="pro", queue_class="interactive")
+    flaky = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/a/"}, tier="pro", queue_class="interactive")
     c = Coordinator(ledger_url, ArgoBackend(make(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1")
     run_until_done(c, conn)
     done = jobs.get_job(conn, flaky.id)
@@ -186,7 +199,8 @@ def test_server_errors_on_create_are_retried_and_refusals_are_not(make, server: 
 
     for code in (403, 422):  # RBAC or validation refuses the create: retrying cannot help
         server.create_errors = [code]
-        refused = jobs.enqueue(conn, "image-quality", {"images": "in/b/"}, tier="pro", queue_class="interactive")
+        refused = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/b/"}, tier="pro",
+                               queue_class="interactive")
         run_until_done(c, conn)
         failed = jobs.get_job(conn, refused.id)
         assert failed.status == JobStatus.FAILED, failed.error

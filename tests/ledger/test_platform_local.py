@@ -101,15 +101,16 @@ def replay_admissions(rows: list[dict], enqueued: Counter[str]) -> list[str]:
 
 
 def test_platform_runs_queue_classes_on_the_local_engine(ledger_url: str, conn, tmp_path: Path) -> None:
-    photos = textured_photos(tmp_path / "photos")
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "README.txt").write_text("no photos here\n")
+    tenant_dir = tmp_path / "state" / "tenants" / "default"  # the only folders the default tenant's jobs may name
+    photos = textured_photos(tenant_dir / "photos")
+    (tenant_dir / "notes").mkdir()
+    (tenant_dir / "notes" / "README.txt").write_text("no photos here\n")
     submitted: list[Job] = []
     for q, n in PLAN.items():
         submitted += [jobs.enqueue(conn, "image-quality", {"min_images": 3}, tier="pro", queue_class=q,
                                    input_uri=photos.as_uri()) for _ in range(n)]
     bad = jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="maintenance",
-                       input_uri=str(tmp_path / "notes"))
+                       input_uri=str(tenant_dir / "notes"))
 
     log = tmp_path / "coordinator.log"
     config = json.dumps(CONFIG)
@@ -160,7 +161,7 @@ def test_coordinator_killed_mid_run_is_restarted_and_every_job_ends_once(ledger_
     """SIGKILL takes the coordinator and its embedded store; the engine children live on. The next coordinator
     adopts the in-flight jobs, finds their workflows on disk, resumes the runs whose store vanished, and each job
     succeeds exactly once, without a second workflow."""
-    photos = textured_photos(tmp_path / "photos")
+    photos = textured_photos(tmp_path / "state" / "tenants" / "default" / "photos")
     plan = {"interactive": 2, "batch": 2}
     submitted = [jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class=q, input_uri=str(photos))
                  for q, n in plan.items() for _ in range(n)]
@@ -197,3 +198,39 @@ def test_coordinator_killed_mid_run_is_restarted_and_every_job_ends_once(ledger_
         assert any(Path(o.uri).name == "quality.json" for o in jobs.outputs(conn, j.id))
     assert sorted(p.name for p in (state / "workflows").iterdir()) == sorted(f"job-{j.id}-0" for j in submitted)
     assert peak_concurrency(history_rows(conn)) == {"interactive": 2, "batch": 1}
+
+
+def test_coordinator_refuses_folders_outside_the_jobs_tenant(ledger_url: str, conn, tmp_path: Path) -> None:
+    """Tenants sharing a coordinator: a job names only folders inside its tenant's folder on the coordinator's
+    host, as input and as output; another tenant's photos, any host folder and a symlink out are refused by name,
+    before anything runs."""
+    state = tmp_path / "state"
+    photos = textured_photos(state / "tenants" / "default" / "photos")
+    (state / "tenants" / "mallory").mkdir(parents=True)
+    escape = state / "tenants" / "mallory" / "link"
+    escape.symlink_to(photos)  # inside mallory's folder by name, default's photos by target
+    intruders = [jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="interactive", tenant="mallory",
+                              input_uri=uri) for uri in (str(photos), "/etc", str(escape))]
+    writer = jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="interactive", input_uri=str(photos),
+                          output_uri=str(tmp_path / "elsewhere"))
+    own = jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="interactive", input_uri=str(photos))
+    log = tmp_path / "coordinator.log"
+    proc = python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--backend", "local",
+                  "--state-dir", str(state), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
+                  "--poll-interval", "0.2", stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for("every job to end", lambda: all(j.status in TERMINAL for j in jobs.list_jobs(conn)), proc, log, 120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    for job, folder in zip(intruders, (photos, Path("/etc"), photos), strict=True):  # the link: by its target
+        refused = jobs.get_job(conn, job.id)
+        assert refused.status == JobStatus.FAILED and refused.workflow_name is None, refused
+        assert refused.error == (f"submission failed: input 'images': folder {str(folder)!r} is outside tenant "
+                                 f"'mallory''s folder ({state / 'tenants' / 'mallory'}); a job reads and writes only "
+                                 "its own tenant's folder")
+    refused = jobs.get_job(conn, writer.id)
+    assert refused.status == JobStatus.FAILED and refused.error.startswith(
+        f"submission failed: output: folder {str(tmp_path / 'elsewhere')!r} is outside tenant 'default''s folder")
+    assert not (tmp_path / "elsewhere").exists()
+    assert jobs.get_job(conn, own.id).status == JobStatus.SUCCEEDED, jobs.get_job(conn, own.id).error

@@ -17,13 +17,13 @@ CREATE = "io.argoproj.workflow.v1alpha1.WorkflowCreateRequest"
 
 
 def _build(fixture_dir: Path, **kw) -> dict:
-    kw.setdefault("parameters", {"images": "in/job-1/"})
+    kw.setdefault("parameters", {"images": "uploads/default/job-1/"})
     return Submitter(templates_dir=fixture_dir).build(SubmitRequest(pipeline="image-quality", **kw))
 
 
 def test_workflow_carries_queue_and_tier_policy(fixture_dir: Path) -> None:
-    wf = _build(fixture_dir, parameters={"images": "in/job-1/", "max_blur": 42.5}, tier="free", job_id="job-1",
-                labels={"team": "scan"})
+    wf = _build(fixture_dir, parameters={"images": "uploads/default/job-1/", "max_blur": 42.5}, tier="free",
+                job_id="job-1", labels={"team": "scan"})
     policy = load_policy()
     assert wf["metadata"] == {
         "generateName": "image-quality-", "namespace": "kai-ml",
@@ -33,7 +33,7 @@ def test_workflow_carries_queue_and_tier_policy(fixture_dir: Path) -> None:
     spec = wf["spec"]
     assert spec["workflowTemplateRef"] == {"name": "image-quality"}
     # declared order, numbers written as Argo strings; the defaulted `quality` is left to the template
-    assert spec["arguments"]["parameters"] == [{"name": "images", "value": "in/job-1/"},
+    assert spec["arguments"]["parameters"] == [{"name": "images", "value": "uploads/default/job-1/"},
                                                {"name": "max_blur", "value": "42.5"}]
     assert spec["priority"] == policy.queues["batch"].weight
     assert spec["synchronization"] == {"semaphores": [{"configMapKeyRef": {"name": "kai-queues", "key": "batch"}}]}
@@ -62,16 +62,16 @@ def test_queue_weights_follow_task_queue_config(fixture_dir: Path) -> None:
     policy = build_policy('{"interactive":{"concurrency":1,"weight":50},"batch":{"concurrency":2,"weight":7},'
                           '"maintenance":{"concurrency":1,"weight":2}}')
     info = load_local_template("image-quality", fixture_dir)
-    wf = build_workflow(SubmitRequest(pipeline="image-quality", parameters={"images": "k/"}, queue="interactive"),
-                        info, policy)
+    wf = build_workflow(SubmitRequest(pipeline="image-quality", parameters={"images": "uploads/default/k/"},
+                                      queue="interactive"), info, policy)
     assert wf["spec"]["priority"] == 50
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"parameters": {"images": "k/", "colour": "red"}},
+    ({"parameters": {"images": "uploads/default/k/", "colour": "red"}},
      "pipeline 'image-quality' declares no parameter 'colour' (declared: images, max_blur, quality)"),
     ({"parameters": {}}, "pipeline 'image-quality': parameter 'images' is required (S3 key (prefix) of the input"),
-    ({"parameters": {"images": "k/", "quality": "ultra"}},
+    ({"parameters": {"images": "uploads/default/k/", "quality": "ultra"}},
      "pipeline 'image-quality': parameter 'quality' = 'ultra' is not one of draft, standard, high"),
     ({"queue": "urgent"}, "unknown queue class 'urgent'; known: batch, interactive, maintenance"),
     ({"tier": "gold"}, "unknown tier 'gold'; known: enterprise, free, internal, pro"),
@@ -105,13 +105,14 @@ def test_queue_checked_before_template_is_read(tmp_path: Path) -> None:
 
 def test_underscore_pipeline_name_maps_to_template(fixture_dir: Path) -> None:
     wf = Submitter(templates_dir=fixture_dir).build(SubmitRequest(pipeline="image_quality",
-                                                                  parameters={"images": "k/"}))
+                                                                  parameters={"images": "uploads/default/k/"}))
     assert wf["spec"]["workflowTemplateRef"]["name"] == "image-quality"
 
 
 @pytest.mark.parametrize("tier", ["free", "pro", "enterprise", "internal"])
 def test_create_body_valid_against_swagger_and_schema(fixture_dir: Path, tier: str) -> None:
-    wf = _build(fixture_dir, tier=tier, parameters={"images": "k/", "quality": "high"}, labels={"team": "scan"})
+    wf = _build(fixture_dir, tier=tier, parameters={"images": "uploads/default/k/", "quality": "high"},
+                labels={"team": "scan"})
     assert errors(swagger_validator(CREATE), {"namespace": "kai-ml", "workflow": wf}) == []
     assert errors(schema_validator(), wf) == []
 
@@ -136,7 +137,7 @@ def _committed() -> list[Path]:
 @pytest.mark.parametrize("path", _committed(), ids=lambda p: p.stem)
 def test_every_committed_template_submits_valid_workflow(path: Path) -> None:
     info = parse_template(yaml.safe_load(path.read_text()), str(path))
-    params = {p.name: (p.enum[0] if p.enum else "x/") for p in info.parameters if p.required}
+    params = {p.name: (p.enum[0] if p.enum else "uploads/default/x/") for p in info.parameters if p.required}
     for tier in load_policy().tiers:
         wf = build_workflow(SubmitRequest(pipeline=path.stem, parameters=params, tier=tier), info)
         assert errors(swagger_validator(CREATE), {"workflow": wf}) == []
@@ -154,7 +155,7 @@ def _radiance_field(fallback: str = "true") -> dict:
 def test_tier_without_gpus_strips_the_gpu_of_steps_with_a_cpu_path() -> None:
     info = parse_template(_radiance_field(), "radiance-field.yaml")
     assert info.gpu_steps == {"radiance-field": True}
-    request = {"pipeline": "radiance-field", "parameters": {"images": "in/x/"}}
+    request = {"pipeline": "radiance-field", "parameters": {"images": "uploads/default/x/"}}
     free = json.loads(build_workflow(SubmitRequest(**request, tier="free"), info)["spec"]["podSpecPatch"])
     # a strategic-merge null deletes the key: the pod asks for no GPU and the step takes its CPU path
     assert free["containers"] == [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": None},
@@ -168,8 +169,8 @@ def test_tier_without_gpus_strips_the_gpu_of_steps_with_a_cpu_path() -> None:
     assert "containers" not in enterprise  # a tier with GPUs keeps the compiled GPU request
     image_quality = parse_template(yaml.safe_load((templates_dir() / "image-quality.yaml").read_text()), "iq")
     assert image_quality.gpu_steps == {}
-    no_gpu_steps = build_workflow(SubmitRequest(pipeline="image-quality", parameters={"images": "in/x/"}, tier="free"),
-                                  image_quality)
+    no_gpu_steps = build_workflow(SubmitRequest(pipeline="image-quality", parameters={"images": "uploads/default/x/"},
+                                                tier="free"), image_quality)
     assert "containers" not in json.loads(no_gpu_steps["spec"]["podSpecPatch"])
 
 
@@ -177,8 +178,10 @@ def test_tier_without_gpus_refuses_a_gpu_step_without_cpu_path() -> None:
     info = parse_template(_radiance_field(fallback="false"), "radiance-field.yaml")
     with pytest.raises(SubmitError, match=r"tier 'free' runs without GPUs, but pipeline 'radiance-field' has GPU "
                                           r"step\(s\) without a CPU path: radiance-field; submit it with a tier"):
-        build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="free"), info)
-    wf = build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "in/x/"}, tier="pro"), info)
+        build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "uploads/default/x/"},
+                                     tier="free"), info)
+    wf = build_workflow(SubmitRequest(pipeline="radiance-field", parameters={"images": "uploads/default/x/"},
+                                      tier="pro"), info)
     assert "containers" not in json.loads(wf["spec"]["podSpecPatch"])
 
 
@@ -189,3 +192,34 @@ def test_an_input_key_parameter_never_leaves_the_bucket(fixture_dir: Path, value
     param = next(iter(template.input_keys))
     with pytest.raises(SubmitError, match=rf"parameter '{param}' carries the S3 key of input"):
         _build(fixture_dir, parameters={param: value})
+
+
+@pytest.mark.parametrize(("tenant", "key"), [
+    ("acme", "uploads/bob/photos/"),  # another tenant's upload
+    ("acme", "uploads/acme-eu/photos/"),  # a tenant whose name starts the same
+    ("acme", "image-quality-x1y2z/image-quality-x1y2z-123/report"),  # another workflow's artifacts
+    ("acme", "uploads/"),  # every tenant's uploads at once
+    ("default", "in/job-1/"),
+])
+def test_a_job_names_only_its_own_tenants_uploads(fixture_dir: Path, tenant: str, key: str) -> None:
+    with pytest.raises(SubmitError, match=rf"pipeline 'image-quality': parameter 'images' carries the S3 key of "
+                                          rf"input 'images': key '{key}' is outside what tenant '{tenant}' may read "
+                                          rf"\(uploads/{tenant}/\); a job reads only its own tenant's uploads"):
+        _build(fixture_dir, tenant=tenant, parameters={"images": key})
+
+
+def test_own_uploads_and_operator_granted_prefixes_are_accepted(fixture_dir: Path, monkeypatch) -> None:
+    wf = _build(fixture_dir, tenant="acme", parameters={"images": "uploads/acme/photos/"})
+    assert wf["spec"]["arguments"]["parameters"][0] == {"name": "images", "value": "uploads/acme/photos/"}
+    with pytest.raises(SubmitError, match="outside what tenant 'acme' may read"):
+        _build(fixture_dir, tenant="acme", parameters={"images": "shared/calibration/rig-1/"})
+    monkeypatch.setenv("KAI_TENANT_INPUT_PREFIXES", '{"acme": ["shared/calibration"]}')
+    wf = _build(fixture_dir, tenant="acme", parameters={"images": "shared/calibration/rig-1/"})
+    assert wf["spec"]["arguments"]["parameters"][0]["value"] == "shared/calibration/rig-1/"
+    with pytest.raises(SubmitError, match=r"outside what tenant 'bob' may read \(uploads/bob/\)"):
+        _build(fixture_dir, tenant="bob", parameters={"images": "shared/calibration/rig-1/"})
+
+
+def test_a_malformed_tenant_name_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"tenant '\.\./x' is not a valid name"):
+        SubmitRequest(pipeline="image-quality", tenant="../x")

@@ -62,7 +62,8 @@ def _kube(server: FakeArgo, tmp_path: Path) -> Submitter:
     return Submitter(KubeBackend(api_client, desc), templates_dir=tmp_path)
 
 
-REQ = SubmitRequest(pipeline="image-quality", parameters={"images": "in/job-7/"}, tier="enterprise", job_id="job-7")
+REQ = SubmitRequest(pipeline="image-quality", parameters={"images": "uploads/default/job-7/"}, tier="enterprise",
+                    job_id="job-7")
 
 
 @pytest.mark.parametrize("make", [_rest, _kube], ids=["rest", "kube"])
@@ -132,7 +133,8 @@ def test_rest_requests_on_the_wire_match_the_swagger(server: FakeArgo, tmp_path:
 def test_rest_bad_parameter_makes_no_create_call(server: FakeArgo, tmp_path: Path) -> None:
     sub = _rest(server, tmp_path)
     with pytest.raises(SubmitError, match="declares no parameter 'colour'"):
-        sub.submit(SubmitRequest(pipeline="image-quality", parameters={"images": "k/", "colour": "red"}))
+        sub.submit(SubmitRequest(pipeline="image-quality",
+                                 parameters={"images": "uploads/default/k/", "colour": "red"}))
     assert not [r for r in server.requests if r["method"] == "POST"]
     with pytest.raises(SubmitError, match="unknown pipeline 'missing': no WorkflowTemplate of that name in 'kai-ml'"):
         sub.submit(SubmitRequest(pipeline="missing"))
