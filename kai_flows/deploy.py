@@ -4,28 +4,35 @@ Renders the cluster prerequisites (`workflow_templates/cluster/*.yaml`) and the 
 all of them, then applies them by server-side apply (field manager `kai-flows`, conflicts forced: this tool owns
 these objects) in dependency order: Namespace, PriorityClasses, ServiceAccounts and RBAC, ConfigMaps, then
 templates. Every object's API is resolved before the first apply, so a cluster without Argo's CRDs changes
-nothing. `--dry-run` renders and validates without a cluster. A registry or tag other than the committed
-defaults compiles the pipelines into a temporary folder and deploys that; the committed YAML stays untouched.
+nothing. `--dry-run` renders and validates without a cluster. A registry, tag, image lock or cluster setting other
+than the committed defaults compiles the pipelines into a temporary folder and deploys that; the committed YAML
+stays untouched. With `require_digests` (production) every image must be pinned by a registry digest: pass the
+image lock that `kai-flows images build --push --lock FILE` wrote.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kai_flows.policy import NAMESPACE
 
+if TYPE_CHECKING:
+    from kai_flows.compile import ClusterSettings
+
 FIELD_MANAGER = "kai-flows"
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "workflow_templates"
 # Dependency order: what a later kind refers to is applied first; unknown kinds go last but before templates.
+# The step NetworkPolicy goes before the templates: no step pod runs before its egress is fenced.
 KIND_ORDER = ("Namespace", "PriorityClass", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding",
-              "RoleBinding", "ConfigMap", "Secret")
+              "RoleBinding", "ConfigMap", "Secret", "NetworkPolicy")
 TEMPLATE_KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow")
 CLUSTER_SCOPED = ("Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "ClusterWorkflowTemplate")
 
@@ -56,6 +63,10 @@ class DeployOptions:
     namespace: str = NAMESPACE
     registry: str | None = None
     tag: str | None = None
+    image_lock: Path | None = None  # pin images by the registry digests `images build --push --lock` recorded
+    require_digests: bool = False  # refuse any image not pinned by digest
+    insecure_artifact_repository: bool = False  # the operator's opt-out of TLS to S3, by name
+    kube_api_cidrs: tuple[str, ...] = ()  # where step pods reach the Kubernetes API; empty: the compiler's default
     dry_run: bool = False
     skip_cluster: bool = False
     skip_templates: bool = False
@@ -64,6 +75,20 @@ class DeployOptions:
 
 
 # ------------------------------------------------------------------------------------------ render
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_namespace(name: str) -> str:
+    """A namespace Kubernetes would create (an RFC 1123 label) and that is not one of the cluster's own."""
+    if not _DNS_LABEL.match(name):
+        raise DeployError(f"namespace {name!r} is not a valid Kubernetes name (at most 63 lowercase letters, digits "
+                          "and hyphens, starting and ending with a letter or digit)")
+    if name.startswith("kube-") or name == "default":
+        raise DeployError(f"namespace {name!r} belongs to the cluster itself (kube-* and default are reserved); "
+                          "give kai-flows a namespace of its own")
+    return name
 
 
 def _rank(m: Manifest) -> tuple[int, str]:
@@ -102,16 +127,34 @@ def _retarget(m: Manifest, old: str, new: str) -> Manifest:
     return Manifest(doc, m.source)
 
 
-def source_root(opts: DeployOptions, workdir: Path) -> Path:
-    """The committed YAML, or (for another registry/tag) a fresh compile into `workdir`."""
-    from kai_flows import compile as compiler
+def _cluster_settings(opts: DeployOptions) -> ClusterSettings:
+    from kai_flows.compile import ClusterSettings
 
-    registry, tag = opts.registry or compiler.DEFAULT_REGISTRY, opts.tag or compiler.DEFAULT_TAG
-    if (registry, tag) == (compiler.DEFAULT_REGISTRY, compiler.DEFAULT_TAG):
+    return ClusterSettings(insecure_artifact_repository=opts.insecure_artifact_repository,
+                           kube_api_cidrs=opts.kube_api_cidrs or ClusterSettings().kube_api_cidrs)
+
+
+def source_root(opts: DeployOptions, workdir: Path) -> Path:
+    """The committed YAML, or (for another registry, tag, image lock or cluster setting) a fresh compile into
+    `workdir`."""
+    from kai_flows import compile as compiler
+    from kai_flows.images import ImageError, resolve_images
+    from kai_flows.pipeline import PipelineError
+
+    try:
+        registry, tag, digests = resolve_images(opts.registry, opts.tag, opts.image_lock)
+    except ImageError as e:
+        raise DeployError(str(e)) from None
+    settings = _cluster_settings(opts)
+    if (registry, tag, digests, settings) == (compiler.DEFAULT_REGISTRY, compiler.DEFAULT_TAG, None,
+                                              compiler.ClusterSettings()):
         if not opts.source.is_dir():
             raise DeployError(f"{opts.source}: no such folder (run `kai-flows compile` first)")
         return opts.source
-    compiler.compile_all(workdir, registry, tag)
+    try:
+        compiler.compile_all(workdir, registry, tag, digests=digests, settings=settings)
+    except PipelineError as e:
+        raise DeployError(str(e)) from None
     return workdir
 
 
@@ -136,7 +179,8 @@ def render(opts: DeployOptions, workdir: Path) -> list[Manifest]:
 # ------------------------------------------------------------------------------------------ validate
 
 
-def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO / "images") -> list[str]:
+def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO / "images",
+             require_digests: bool = False) -> list[str]:
     """Problems found by `kai_flows.lint` (strict Argo schema, Kubernetes schemas, argo lint rules, Kai policy)
     on the rendered objects, written out under their source names; an empty list means they may be applied."""
     staged = workdir / "rendered"
@@ -149,7 +193,7 @@ def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO /
         from kai_flows.lint import lint_paths
     except ImportError:
         return _schema_only(manifests)
-    problems = lint_paths([staged], images_dir=images_dir)
+    problems = lint_paths([staged], images_dir=images_dir, require_digests=require_digests)
     return [str(p).replace(f"{staged}/", "") for p in problems]
 
 
@@ -275,10 +319,11 @@ def deploy(opts: DeployOptions, on_applied: Callable[[Manifest], None] | None = 
     Secret the manifests refer to but the cluster lacks is reported through `on_warning`."""
     if opts.skip_cluster and opts.skip_templates:
         raise DeployError("nothing to deploy: both --skip-cluster and --skip-templates were given")
+    check_namespace(opts.namespace)
     with tempfile.TemporaryDirectory(prefix="kai-deploy-") as tmp:
         workdir = Path(tmp)
         manifests = render(opts, workdir / "compiled")
-        problems = validate(manifests, workdir, opts.images_dir)
+        problems = validate(manifests, workdir, opts.images_dir, opts.require_digests)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise DeployError(f"{len(problems)} problem(s) in the rendered manifests, nothing applied: {shown}")

@@ -5,23 +5,32 @@ Each folder `images/<family>/Dockerfile` of a checkout is one image, `<registry>
 `base` image starts FROM the official Python image), so families that share libraries share the parent's layers;
 the build order is the parents' topological order. The build context is the checkout's root: the images carry
 the `kai_flows` package and `steps/` as the checkout has them.
+
+A tag can be moved; a registry digest cannot. `images build --lock FILE` records what it built (each image's ID
+and, with `--push`, the digest the registry answered), and `kai-flows compile|deploy --image-lock FILE` reference
+every image as `<registry>/kai/<family>:<tag>@sha256:...`.
 """
 
 from __future__ import annotations
 
 import graphlib
+import json
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kai_flows.compile import image_ref
 from kai_flows.containers import ContainerEngine, ContainerEngineError
+from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG
 
 _PARENT = re.compile(r"^ARG\s+BASE=\S*/kai/([a-z0-9][-a-z0-9]*):\S+\s*$", re.MULTILINE)
 EXCLUDED = {"python-standin"}  # the local stand-in for the official Python image, built by its own script
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+LOCK_VERSION = 1
 
 
 class ImageError(RuntimeError):
@@ -178,11 +187,87 @@ def python_base(dockerfile: Path) -> str | None:
     return ref if "/" in ref.split(":")[0] else f"docker.io/library/{ref}"
 
 
-def push(engine: ContainerEngine, ref: str) -> None:
+def image_id(engine: ContainerEngine, ref: str) -> str:
+    """The engine's ID of a local image (`sha256:...`): what was built, though no registry serves it by that name."""
+    info = engine.inspect_image(ref) or {}
+    raw = str(info.get("Id") or "")
+    if not raw:
+        raise ImageError(f"{engine.kind} reports no image ID for {ref}")
+    return raw if raw.startswith("sha256:") else f"sha256:{raw}"
+
+
+def push(engine: ContainerEngine, ref: str) -> str:
+    """Push `ref`; returns the manifest digest the registry stored (what a pod pulls by `@sha256:...`)."""
+    with tempfile.TemporaryDirectory(prefix="kai-push-") as tmp:
+        digest_file = Path(tmp) / "digest"
+        # podman writes the pushed digest to a file; docker prints `<tag>: digest: sha256:... size: N`.
+        extra = ["--digestfile", str(digest_file)] if engine.kind == "podman" else []
+        try:
+            proc = engine.run("push", *extra, ref, timeout=3600)
+        except ContainerEngineError as e:
+            raise ImageError(f"pushing {ref}: {e}") from None
+        text = digest_file.read_text() if digest_file.is_file() else proc.stdout + proc.stderr
+    found = DIGEST.findall(text)
+    if not found:
+        raise ImageError(f"pushed {ref}, but {engine.kind} reported no digest for it")
+    return found[-1]
+
+
+# ---------------------------------------------------------------------------------------------- image lock
+
+
+@dataclass(frozen=True)
+class LockedImage:
+    image: str  # <registry>/kai/<family>:<tag>, as built
+    id: str  # the engine's image ID
+    digest: str | None = None  # the registry's manifest digest, once pushed
+
+
+@dataclass
+class ImageLock:
+    """What `images build` built for one registry and tag, by family."""
+
+    registry: str
+    tag: str
+    images: dict[str, LockedImage] = field(default_factory=dict)
+
+    def digests(self) -> dict[str, str]:
+        """Family -> registry digest, for the images that were pushed (compile pins these)."""
+        return {name: img.digest for name, img in self.images.items() if img.digest}
+
+    def to_json(self) -> str:
+        images = {name: {k: v for k, v in vars(img).items() if v is not None}
+                  for name, img in sorted(self.images.items())}
+        doc = {"version": LOCK_VERSION, "registry": self.registry, "tag": self.tag, "images": images}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def read_lock(path: Path) -> ImageLock:
     try:
-        engine.run("push", ref, timeout=3600)
-    except ContainerEngineError as e:
-        raise ImageError(f"pushing {ref}: {e}") from None
+        doc = json.loads(path.read_text())
+        lock = ImageLock(str(doc["registry"]), str(doc["tag"]),
+                         {name: LockedImage(**entry) for name, entry in doc["images"].items()})
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image lock (written by `kai-flows images build --lock FILE`)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ImageError(f"{path}: not an image lock ({type(e).__name__}: {e})") from None
+    for name, img in lock.images.items():
+        if img.digest is not None and not DIGEST.fullmatch(img.digest):
+            raise ImageError(f"{path}: kai/{name}: digest {img.digest!r} is not sha256:<64 hex digits>")
+    return lock
+
+
+def record_lock(path: Path, registry: str, tag: str, built: dict[str, LockedImage]) -> ImageLock:
+    """Add what was just built to the lock at `path`: merged with the families built earlier for the same registry
+    and tag (a partial `--only` build), replacing a lock of another registry or tag."""
+    lock = ImageLock(registry, tag)
+    if path.is_file():
+        earlier = read_lock(path)
+        if (earlier.registry, earlier.tag) == (registry, tag):
+            lock.images.update(earlier.images)
+    lock.images.update(built)
+    path.write_text(lock.to_json())
+    return lock
 
 
 def referenced_images(templates_dir: Path) -> dict[str, list[str]]:
@@ -201,3 +286,17 @@ def referenced_images(templates_dir: Path) -> dict[str, list[str]]:
                 if path.stem not in pipelines:
                     pipelines.append(path.stem)
     return refs
+
+
+def resolve_images(registry: str | None, tag: str | None,
+                   lock_path: Path | None) -> tuple[str, str, dict[str, str] | None]:
+    """Registry, tag and digests to compile with: as given, else the image lock's, else the defaults (no digests).
+    A lock built for another registry or tag pins none of the images named, so it is refused."""
+    if lock_path is None:
+        return registry or DEFAULT_REGISTRY, tag or DEFAULT_TAG, None
+    lock = read_lock(lock_path)
+    wanted = (registry or lock.registry, tag or lock.tag)
+    if wanted != (lock.registry, lock.tag):
+        raise ImageError(f"{lock_path} records images built for registry {lock.registry} tag {lock.tag}, not "
+                         f"registry {wanted[0]} tag {wanted[1]}")
+    return lock.registry, lock.tag, lock.digests()

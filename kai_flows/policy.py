@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from kai_flows import __version__
+
 POOL_LABEL = "kai.io/node-pool"
 GPU_RESOURCE = "nvidia.com/gpu"
 # On a GPU step's template: "true" when it may run without a GPU (CPU path), "false" when it must not.
@@ -22,7 +24,18 @@ CPU_FALLBACK_ANNOTATION = "kai-flows.io/cpu-fallback"
 NAMESPACE = "kai-ml"
 QUEUE_CONFIGMAP = "kai-queues"
 DEFAULT_REGISTRY = "registry.example.com"  # compiled images are <registry>/kai/<family>:<tag>
-DEFAULT_TAG = "latest"
+# The release's version: the committed templates stay reproducible without any image built, and never name
+# `latest`, which moves under a running cluster. A build pins digests on top (`images build --push --lock`).
+DEFAULT_TAG = __version__
+# Every emptyDir the templates declare is capped: a runaway step fills its node's disk and gets other pods evicted.
+SCRATCH_SIZE_LIMIT = "20Gi"
+# Pod Security Admission level the namespace enforces (and audits, and warns about).
+POD_SECURITY_LEVEL = "restricted"
+# Every step pod carries this label (its step's name): the step NetworkPolicy selects pods by it.
+STEP_LABEL = "kai-flows.io/step"
+# Written on the artifact-repository ConfigMap when the operator opted out of TLS by name; lint refuses
+# `insecure: true` without it.
+INSECURE_REPOSITORY_ANNOTATION = "kai-flows.io/insecure-artifact-repository"
 DEFAULT_TASK_QUEUE_CONFIG = (
     '{"interactive":{"concurrency":5,"weight":10},"batch":{"concurrency":10,"weight":5},'
     '"maintenance":{"concurrency":2,"weight":1}}'

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,22 +13,36 @@ from rich.table import Table
 
 from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, PolicyError
 
+if TYPE_CHECKING:
+    from kai_flows.compile import ClusterSettings
+
 console = Console(stderr=True)
 
 
 def compile_cmd(
     out: Path = typer.Option(Path("workflow_templates"), "--out", help="where the YAML goes"),
-    registry: str = typer.Option(DEFAULT_REGISTRY, help="image registry, as in <registry>/kai/<image>:<tag>"),
-    tag: str = typer.Option(DEFAULT_TAG, help="image tag"),
+    registry: str | None = typer.Option(None, help=f"image registry, as in <registry>/kai/<image>:<tag> (default: the "
+                                 f"image lock's, else {DEFAULT_REGISTRY})"),
+    tag: str | None = typer.Option(None, help=f"image tag (default: the image lock's, else {DEFAULT_TAG})"),
+    image_lock: Path | None = typer.Option(None, "--image-lock", help="pin every image by the registry digest recorded "
+                                    "by `kai-flows images build --push --lock FILE`"),
+    insecure_artifact_repository: bool = typer.Option(
+        False, "--insecure-artifact-repository", help="reach the S3 artifact repository without TLS (written on "
+        "its ConfigMap; lint refuses plain HTTP otherwise)"),
+    kube_api_cidr: list[str] = typer.Option([], "--kube-api-cidr", help="where step pods may reach the Kubernetes "
+                                            "API (repeatable; default: the private address ranges)"),
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if the files under --out differ"),
 ) -> None:
     """Compile every pipeline to a WorkflowTemplate and render the cluster manifests."""
     from kai_flows.compile import compile_all, render_all  # imported here: `kai-flows --help` stays fast
+    from kai_flows.images import ImageError, resolve_images
     from kai_flows.pipeline import PipelineError
 
     try:
+        registry, tag, digests = resolve_images(registry, tag, image_lock)
+        settings = cluster_settings(insecure_artifact_repository, kube_api_cidr)
         if check:
-            drift = _drift(out, render_all(registry, tag))
+            drift = _drift(out, render_all(registry, tag, digests=digests, settings=settings))
             for line in drift:
                 print(line)
             if drift:
@@ -35,12 +50,19 @@ def compile_cmd(
                 raise typer.Exit(1)
             console.print(f"{out} is up to date")
             return
-        written = compile_all(out, registry, tag)
-    except (PipelineError, PolicyError) as e:
+        written = compile_all(out, registry, tag, digests=digests, settings=settings)
+    except (PipelineError, PolicyError, ImageError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     for path in written:
         print(path)
+
+
+def cluster_settings(insecure_artifact_repository: bool, kube_api_cidrs: list[str]) -> ClusterSettings:
+    from kai_flows.compile import ClusterSettings
+
+    return ClusterSettings(insecure_artifact_repository=insecure_artifact_repository,
+                           kube_api_cidrs=tuple(kube_api_cidrs) or ClusterSettings().kube_api_cidrs)
 
 
 def _drift(out: Path, files: dict[str, str]) -> list[str]:

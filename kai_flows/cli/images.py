@@ -32,6 +32,8 @@ def build_cmd(
                                  "the current folder)"),
     log: Path = typer.Option(None, "--log", help="where the engine's build output goes (default: a temp file)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="rebuild every layer instead of reusing cached ones"),
+    lock: Path | None = typer.Option(None, "--lock", help="record each built image's ID (and with --push its registry "
+                              "digest) in this JSON file, for `kai-flows compile|deploy --image-lock`"),
 ) -> None:
     """Build base, then every step family in dependency order, tagged as `kai-flows compile` references them."""
     import tempfile
@@ -51,6 +53,8 @@ def build_cmd(
                 print(shlex.join(images.build_command(eng, checkout, fam, registry, tag, no_cache)))
                 if push:
                     print(shlex.join(eng.command("push", image_ref(fam.name, registry, tag))))
+            if lock:
+                print(f"# would record {len(chosen)} image(s) in {lock}")
             return
         base = images.python_base(fams["base"].dockerfile) if "base" in fams else None
         if base and any(f.name == "base" for f in chosen) and not eng.image_exists(base):
@@ -64,10 +68,14 @@ def build_cmd(
             with console.status(f"[{i}/{len(chosen)}] building {escape(ref)} (log: {log_path})"):
                 b = images.build(eng, checkout, fam, registry, tag, log_path, no_cache)
             console.print(f"[{i}/{len(chosen)}] built {escape(ref)} in {b.seconds:.0f} s, {_mb(b.size)}")
+            digest = None
             if push:
                 with console.status(f"pushing {escape(ref)}"):
-                    images.push(eng, ref)
-                console.print(f"      pushed {escape(ref)}")
+                    digest = images.push(eng, ref)
+                console.print(f"      pushed {escape(ref)}@{digest}")
+            if lock:  # after each image, so a failure later keeps what was built and pushed so far
+                entry = images.LockedImage(ref, images.image_id(eng, ref), digest)
+                images.record_lock(lock, registry, tag, {fam.name: entry})
             built.append(b)
     except (images.ImageError, ContainerEngineError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
@@ -82,6 +90,10 @@ def build_cmd(
         over_base = b.size - base_size if base_size is not None and b.family != "base" else None
         table.add_row(f"kai/{b.family}", _mb(b.size), _mb(over_parent), _mb(over_base), f"{b.seconds:.0f}")
     Console().print(table)
+    if lock:
+        pinned = len(images.read_lock(lock).digests())
+        console.print(f"recorded in {escape(str(lock))}: {pinned} image(s) with a registry digest"
+                      + ("" if push else " (none new without --push)"))
 
 
 def _engine_for_dry_run(name: str | None):  # -> ContainerEngine

@@ -14,11 +14,13 @@ def lint_cmd(
     paths: list[Path] = typer.Argument(None, help="YAML files or folders (recursed); default workflow_templates/"),
     images: Path | None = typer.Option(None, "--images", help="Dockerfile folder, images/<name>/Dockerfile; default "
                                                               "the images/ folder nearest each linted file"),
+    require_digests: bool = typer.Option(False, "--require-digests", help="refuse any image not pinned by a registry "
+                                         "digest (@sha256:...), as a production deploy must"),
 ) -> None:
     """Check Argo and Kubernetes YAML: Argo's schema (strict), argo lint's rules, Kubernetes schemas, Kai's policy."""
     targets = paths or [Path("workflow_templates")]
     try:
-        result = lint_result(targets, images_dir=images)
+        result = lint_result(targets, images_dir=images, require_digests=require_digests)
     except (LintError, PolicyError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -24,6 +24,15 @@ from kai_flows.store import S3Config, StoreError
 from kai_flows.submit import JOB_ID_LABEL, SubmitError, SubmitRequest, Submitter, WorkflowStatus
 
 ATTEMPT_LABEL = "kai-flows.io/attempt"
+# Every Kubernetes API call this backend makes, as RBAC rules: (API group, resource) -> verbs. `submit` creates a
+# workflow and `find_by_label` lists them; `status` gets one; `cancel` patches its spec.shutdown (what `argo
+# terminate` does); a job's input key and its outputs read the WorkflowTemplate. Through the Argo Server the same
+# calls are made with the coordinator's token. The coordinator's Role is rendered from this table and lint
+# compares the two; tests/lint/test_cluster_hardening.py records the backend's real requests against it.
+API_PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("argoproj.io", "workflows"): ("create", "get", "list", "patch"),
+    ("argoproj.io", "workflowtemplates"): ("get",),
+}
 _PHASES = {"": "Pending", "Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed",
            "Error": "Error"}
 
@@ -59,7 +68,8 @@ class ArgoBackend:
         if job.input_uri:
             params.update(self._input_parameters(job, params))
         return SubmitRequest(pipeline=job.pipeline, parameters=params, queue=job.queue_class, tier=job.tier,
-                             job_id=str(job.id), labels={ATTEMPT_LABEL: str(job.attempts)}, namespace=self.namespace)
+                             job_id=str(job.id), labels={ATTEMPT_LABEL: str(job.attempts)}, namespace=self.namespace,
+                             tenant=job.tenant)  # the submitter confines the job's input keys to its tenant
 
     def _input_parameters(self, job: Job, given: dict[str, Any]) -> dict[str, str]:
         """input_uri: a JSON object {parameter: S3 key}, or one key (s3://bucket/key or key) for the template's

@@ -20,8 +20,9 @@ from kai_flows.lint.spec_view import POD_TYPES, as_dict, as_list, template_type
 from kai_flows.policy import POOL_LABEL, Policy
 
 P = tuple[str | int, ...]
-KAI_IMAGE = re.compile(r"^(?P<registry>[^/\s]+)/kai/(?P<name>[a-z0-9][a-z0-9._-]*)(?::(?P<tag>[\w][\w.-]{0,127}))?"
-                       r"(?:@sha256:[0-9a-f]{64})?$")
+# The registry may carry a path (`ghcr.io/org`), as `kai-flows compile --registry` allows.
+KAI_IMAGE = re.compile(r"^(?P<registry>[^/\s]+(?:/[^/\s]+)*?)/kai/(?P<name>[a-z0-9][a-z0-9._-]*)"
+                       r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@sha256:[0-9a-f]{64})?$")
 VARIABLE = re.compile(r"^\{\{\s*workflow\.parameters\.([-\w]+)\s*\}\}$")
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 RESOURCES = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory")
@@ -36,7 +37,7 @@ class Cluster:
     has_service_accounts: bool = False
 
 
-def _containers(tmpl: dict[str, Any], tp: P) -> Iterator[tuple[P, dict[str, Any], str]]:
+def containers(tmpl: dict[str, Any], tp: P) -> Iterator[tuple[P, dict[str, Any], str]]:
     for key in ("container", "script"):
         if isinstance(tmpl.get(key), dict):
             yield (*tp, key), tmpl[key], as_dict(tmpl[key]).get("name") or "main"
@@ -104,7 +105,7 @@ class PolicyChecker:
             self._pools(tmpl, tp, spec)
             self._synchronization(as_dict(tmpl.get("synchronization")), (*tp, "synchronization"), spec)
             gpu = None
-            for cp, c, name in _containers(tmpl, tp):
+            for cp, c, name in containers(tmpl, tp):
                 self._resources(c, cp, name, as_dict(defaults.get(cp[len(tp)])) if len(cp) == len(tp) + 1 else {})
                 self._image(c, cp, name)
                 self._security(c, cp, name, tmpl, spec)

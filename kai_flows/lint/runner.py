@@ -8,9 +8,11 @@ from typing import Any
 
 from kai_flows.lint.argo_rules import check_metadata, check_spec
 from kai_flows.lint.argo_schema import check_argo_schema
+from kai_flows.lint.cluster_hardening import check_cluster_hardening
 from kai_flows.lint.documents import Document, collect_files, load_documents
 from kai_flows.lint.kai_policy import Cluster, PolicyChecker
 from kai_flows.lint.kube_schema import check_kubernetes_schema
+from kai_flows.lint.pod_hardening import check_pod_hardening
 from kai_flows.lint.problem import Problem, Reporter
 from kai_flows.lint.spec_view import as_dict
 from kai_flows.lint.variables import check_variables
@@ -64,8 +66,9 @@ def _check_cluster_object(d: Document, policy: Policy, report: Reporter) -> None
                 report(("data", key), f"semaphore limit '{value}' is not a positive integer")
 
 
-def lint_documents(docs: list[Document], *, images_dir: Path | None = None,
-                   policy: Policy | None = None) -> list[Problem]:
+def lint_documents(docs: list[Document], *, images_dir: Path | None = None, policy: Policy | None = None,
+                   require_digests: bool = False) -> list[Problem]:
+    """Every problem of `docs`; `require_digests` (production) also refuses any image not pinned by digest."""
     policy = policy or load_policy()
     cluster = _cluster(docs)
     problems: list[Problem] = []
@@ -82,9 +85,11 @@ def lint_documents(docs: list[Document], *, images_dir: Path | None = None,
                     check_variables(d.obj, spec, sp, report)
                     images = images_dir or default_images_dir(Path(d.file))
                     PolicyChecker(policy, cluster, images, report).check(spec, sp)
+                    check_pod_hardening(d.obj, spec, sp, report, require_digests=require_digests)
         else:
             check_kubernetes_schema(d.obj, report)
             _check_cluster_object(d, policy, report)
+            check_cluster_hardening(d, docs, report)
         problems.extend(dict.fromkeys(report.problems))  # drop exact duplicates, keep order
     return problems
 
@@ -96,7 +101,8 @@ class LintResult:
     objects: int
 
 
-def lint_result(paths: list[Path], *, images_dir: Path | None = None, policy: Policy | None = None) -> LintResult:
+def lint_result(paths: list[Path], *, images_dir: Path | None = None, policy: Policy | None = None,
+                require_digests: bool = False) -> LintResult:
     """Like lint_paths, with the number of files and objects linted (for the CLI's summary)."""
     docs: list[Document] = []
     problems: list[Problem] = []
@@ -105,13 +111,14 @@ def lint_result(paths: list[Path], *, images_dir: Path | None = None, policy: Po
         found, bad = load_documents(file)
         docs.extend(found)
         problems.extend(bad)
-    problems += lint_documents(docs, images_dir=images_dir, policy=policy)
+    problems += lint_documents(docs, images_dir=images_dir, policy=policy, require_digests=require_digests)
     return LintResult(problems, len(files), len(docs))
 
 
-def lint_paths(paths: list[Path], *, images_dir: Path | None = None, policy: Policy | None = None) -> list[Problem]:
+def lint_paths(paths: list[Path], *, images_dir: Path | None = None, policy: Policy | None = None,
+               require_digests: bool = False) -> list[Problem]:
     """Lint every *.yaml/*.yml file under `paths` (directories recurse); an empty list means all is well.
 
     Raises LintError when a path does not exist.
     """
-    return lint_result(paths, images_dir=images_dir, policy=policy).problems
+    return lint_result(paths, images_dir=images_dir, policy=policy, require_digests=require_digests).problems

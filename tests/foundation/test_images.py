@@ -8,6 +8,7 @@ import yaml
 
 from kai_flows.compile import render_all
 from kai_flows.images import families
+from kai_flows.policy import DEFAULT_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
@@ -25,7 +26,8 @@ def test_every_referenced_image_has_a_dockerfile():
         for doc in yaml.safe_load_all(text):
             for t in (doc.get("spec") or {}).get("templates", []):
                 if "container" in t:
-                    match = re.fullmatch(r"registry\.example\.com/kai/([a-z0-9-]+):latest", t["container"]["image"])
+                    match = re.fullmatch(rf"registry\.example\.com/kai/([a-z0-9-]+):{re.escape(DEFAULT_TAG)}",
+                                         t["container"]["image"])
                     assert match, f"{rel}: template {t['name']}: image {t['container']['image']}"
                     referenced.add(match.group(1))
     assert referenced, "no container templates compiled"

@@ -212,9 +212,9 @@ WT_CASES: dict[str, tuple[str, Callable[[Doc], Doc], list[tuple[str, str, str, s
           "container 'main' is missing resources requests.memory, limits.cpu, limits.memory")]),
     "image-without-dockerfile": (
         "a Kai image with no images/<name>/Dockerfile",
-        _set(lambda d: _container(d, "finalize").update(image="registry.example.com/kai/finalise:latest")),
+        _set(lambda d: _container(d, "finalize").update(image="registry.example.com/kai/finalise:1.4.0")),
         [(WT, "finalize", "spec.templates[6].container.image",
-          "image 'registry.example.com/kai/finalise:latest' has no Dockerfile at")]),
+          "image 'registry.example.com/kai/finalise:1.4.0' has no Dockerfile at")]),
     "image-not-kai": (
         "a third-party image not built from images/",
         _set(lambda d: _container(d, "finalize").update(image="python:3.11-slim")),
@@ -228,7 +228,11 @@ WT_CASES: dict[str, tuple[str, Callable[[Doc], Doc], list[tuple[str, str, str, s
         "no runAsNonRoot at pod level, and the GPU container does not set it",
         _set(lambda d: d["spec"]["securityContext"].pop("runAsNonRoot")),
         [(WT, "enhance", "spec.templates[4].container.securityContext.runAsNonRoot",
-          "container 'main' may run as root")]),
+          "container 'main' may run as root")]
+        # Argo's executor containers (init, wait) take the pod's runAsNonRoot only.
+        + [(WT, t, f"spec.templates[{i}].podSpecPatch", "Argo's executor container")
+           for i, t in ((1, "list-images"), (2, "assess-image"), (3, "aggregate-quality"), (4, "enhance"),
+                        (6, "finalize"))]),
     "runs-as-root": (
         "a container with runAsUser 0",
         _set(lambda d: _container(d, "finalize")["securityContext"].update(runAsUser=0)),

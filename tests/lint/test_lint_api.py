@@ -61,7 +61,7 @@ def test_other_argo_kinds(tmp_path: Path, images_dir: Path) -> None:
     assert lint_paths([_write(tmp_path / "ok.yaml", wf, ref, cron)], images_dir=images_dir) == []
     # A Workflow (unlike a WorkflowTemplate) needs every argument's value at submit time.
     wf["spec"]["arguments"]["parameters"][0].pop("value")
-    cron["spec"]["workflowSpec"]["templates"][1]["container"]["image"] = "busybox"
+    cron["spec"]["workflowSpec"]["templates"][1]["container"]["image"] = "busybox:1.36"
     problems = lint_paths([_write(tmp_path / "bad.yaml", wf, cron)], images_dir=images_dir)
     assert [(p.object, p.template, p.field) for p in problems] == [
         ("Workflow/iq-", None, "spec.arguments.parameters[0]"),
@@ -122,7 +122,7 @@ def test_default_images_dir_is_the_nearest_images_folder(tmp_path: Path) -> None
     _write(repo / "workflow_templates" / "image-quality.yaml", _valid_wt())
     problems = lint_paths([repo / "workflow_templates"])
     assert [(p.template, p.message) for p in problems] == [
-        ("finalize", f"image 'registry.example.com/kai/finalize:latest' has no Dockerfile at "
+        ("finalize", f"image 'registry.example.com/kai/finalize:1.4.0' has no Dockerfile at "
                      f"{repo.resolve() / 'images' / 'finalize' / 'Dockerfile'}")]
 
 

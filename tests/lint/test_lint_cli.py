@@ -29,7 +29,7 @@ def app() -> typer.Typer:
 def test_clean_prints_one_ok_line(app: typer.Typer, images_dir: Path) -> None:
     result = CliRunner().invoke(app, ["lint", str(HERE / "valid"), "--images", str(images_dir)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().splitlines() == ["OK: 9 objects in 2 files, no problems"]
+    assert result.stdout.strip().splitlines() == ["OK: 10 objects in 2 files, no problems"]
 
 
 def test_problems_one_per_line_and_exit_1(app: typer.Typer, images_dir: Path) -> None:
@@ -52,7 +52,7 @@ def test_default_path_is_workflow_templates(app: typer.Typer, tmp_path: Path, im
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["lint", "--images", str(images_dir)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("OK: 9 objects in 2 files")
+    assert result.stdout.startswith("OK: 10 objects in 2 files")
 
 
 def test_missing_path_exits_2_with_one_line(app: typer.Typer, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ _KINDS = {
     ("", "v1"): [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True),
                  ("serviceaccounts", "ServiceAccount", True), ("secrets", "Secret", True)],
     ("scheduling.k8s.io", "v1"): [("priorityclasses", "PriorityClass", False)],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
     ("rbac.authorization.k8s.io", "v1"): [("roles", "Role", True), ("rolebindings", "RoleBinding", True),
                                           ("clusterroles", "ClusterRole", False),
                                           ("clusterrolebindings", "ClusterRoleBinding", False)],

@@ -34,11 +34,11 @@ def _run(cli: typer.Typer, *args: str):
 
 
 def test_submit_dry_run_prints_the_workflow(cli, env) -> None:
-    r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "-p", "quality=high", "--tier", "free",
+    r = _run(cli, "submit", "image-quality", "-p", "images=uploads/default/j/", "-p", "quality=high", "--tier", "free",
              "--job-id", "j-1", "-l", "team=scan", "--dry-run")
     assert r.exit_code == 0, r.output
     wf = yaml.safe_load(r.stdout)
-    assert wf["spec"]["arguments"]["parameters"] == [{"name": "images", "value": "in/j/"},
+    assert wf["spec"]["arguments"]["parameters"] == [{"name": "images", "value": "uploads/default/j/"},
                                                      {"name": "quality", "value": "high"}]
     assert wf["metadata"]["labels"]["kai-flows.io/job-id"] == "j-1"
     assert wf["metadata"]["labels"]["team"] == "scan"
@@ -46,11 +46,12 @@ def test_submit_dry_run_prints_the_workflow(cli, env) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["-p", "images=k/", "-p", "colour=red"], "error: pipeline 'image-quality' declares no parameter 'colour'"),
-    (["-p", "images=k/", "--queue", "urgent"], "error: unknown queue class 'urgent'"),
-    (["-p", "images=k/", "--tier", "gold"], "error: unknown tier 'gold'"),
+    (["-p", "images=uploads/default/k/", "-p", "colour=red"],
+     "error: pipeline 'image-quality' declares no parameter 'colour'"),
+    (["-p", "images=uploads/default/k/", "--queue", "urgent"], "error: unknown queue class 'urgent'"),
+    (["-p", "images=uploads/default/k/", "--tier", "gold"], "error: unknown tier 'gold'"),
     ([], "error: pipeline 'image-quality': parameter 'images' is required"),
-    (["-p", "images=k/", "--job-id", "a/b"], "error: job_id: job id 'a/b' is not a valid label value"),
+    (["-p", "images=uploads/default/k/", "--job-id", "a/b"], "error: job_id: job id 'a/b' is not a valid label value"),
 ])
 def test_submit_bad_input_is_one_line_exit_2(cli, env, args: list[str], message: str) -> None:
     r = _run(cli, "submit", "image-quality", *args, "--dry-run")
@@ -70,18 +71,18 @@ def test_submit_and_wait_over_rest(cli, env, monkeypatch: pytest.MonkeyPatch, qu
         monkeypatch.setenv("KAI_ARGO_SERVER", server.url)
         monkeypatch.setenv("KAI_ARGO_TOKEN", "t0k")
         server.script_on_create = [{"phase": "Running"}, SUCCEEDED]
-        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "--wait", "--timeout", "20")
+        r = _run(cli, "submit", "image-quality", "-p", "images=uploads/default/j/", "--wait", "--timeout", "20")
         assert r.exit_code == 0, r.output
         name = r.stdout.splitlines()[0]
         assert name.startswith("image-quality-") and ("kai-ml", name) in server.workflows
         assert f"{name}: Succeeded" in r.stdout and "Succeeded  aggregate" in r.stdout
 
         server.script_on_create = [{"phase": "Failed", "message": "child failed"}]
-        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/", "--wait")
+        r = _run(cli, "submit", "image-quality", "-p", "images=uploads/default/j/", "--wait")
         assert r.exit_code == 1 and ": Failed (child failed)" in r.stdout
 
         monkeypatch.setenv("KAI_ARGO_TOKEN", "wrong")
-        r = _run(cli, "submit", "image-quality", "-p", "images=in/j/")
+        r = _run(cli, "submit", "image-quality", "-p", "images=uploads/default/j/")
         assert r.exit_code == 2 and "token not valid" in r.stderr
 
 

@@ -17,7 +17,8 @@ from fake_argo import FakeArgo, kubeconfig
 from kai_flows.compile import cluster_manifests, render_documents
 from kai_flows.deploy import DeployError, DeployOptions, deploy, render, required_secrets
 
-ORDER = ["Namespace", "PriorityClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "WorkflowTemplate"]
+ORDER = ["Namespace", "PriorityClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "NetworkPolicy",
+         "WorkflowTemplate"]
 
 
 @pytest.fixture
@@ -64,6 +65,17 @@ def test_namespace_retargets_every_namespaced_object(source: Path, images: Path)
         for subject in m.doc.get("subjects", []):
             assert subject["namespace"] == "kai-staging"
     assert {p: p.read_bytes() for p in source.rglob("*.yaml")} == before  # sources untouched
+
+
+@pytest.mark.parametrize(("namespace", "why"), [
+    ("Kai_ML", "is not a valid Kubernetes name"), ("kai-", "is not a valid Kubernetes name"),
+    ("k" * 64, "is not a valid Kubernetes name"), ("kube-system", "belongs to the cluster itself"),
+    ("default", "belongs to the cluster itself"),
+])
+def test_a_namespace_kubernetes_would_refuse_is_refused_by_dry_run(source: Path, images: Path, namespace: str,
+                                                                   why: str) -> None:
+    with pytest.raises(DeployError, match=f"namespace '{namespace}' {why}"):
+        deploy(DeployOptions(source=source, images_dir=images, dry_run=True, namespace=namespace))
 
 
 def test_skip_flags(source: Path, images: Path) -> None:
