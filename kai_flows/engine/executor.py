@@ -1,24 +1,31 @@
 """The DAG executor: Argo's semantics for the subset `load.py` accepts, on one machine.
 
 One scheduler thread owns every node; worker threads run pods (`pod.run_attempt`) and post their results on a
-queue. Rules (argo.md; workflow/controller/dag.go, operator.go):
+queue. Rules (argo.md; workflow/controller/dag.go, operator.go, node_counters.go of Argo v3.7):
 - node names `<wf>.<task>`, fan-out children `<task>(<i>:<item>)`, retry attempts `<node>(<n>)`; ids and pod
   names as Argo computes them (`kai_flows.store.argo_keys`);
+- the entrypoint (and onExit) runs as its own node whatever its kind: a DAG, or a Pod for a container template;
+  a retryStrategy (the template's, else `spec.retryStrategy`) makes any node, DAGs included, a Retry node whose
+  children are the attempts (operator.go executeTemplate, retryStrategy());
 - `depends` decides Omitted (cascades through plain dependents); `when` false gives Skipped (plain dependents
   still run); an empty fan-out is a Skipped node; aggregation keeps Succeeded children in index order;
-- a DAG's phase comes from its target tasks (default: the leaves), an Omitted target inheriting the phase of its
-  branch (assessDAGPhase), so a failure handled by a `X.Failed` dependent does not fail the DAG;
-- failFast (default true): once a task fails and no task of the DAG names its failure in `depends`
-  (`X.Failed`, `X.Errored`, `X.AllFailed`, `X.AnySucceeded`) and it has no continueOn, no new task or fan-out
-  child starts; running ones finish; the DAG is Failed;
+- only the targets (`dag.target`, default the leaves) and what they depend on run; the DAG's phase comes from
+  its targets' branches once nothing in it runs, an Omitted target inheriting the phase of its branch
+  (assessDAGPhase): with `dag.failFast` (default true) the first failed target decides, without it the last.
+  `dag.failFast` never stops a task from starting: the controller keeps starting every task whose dependencies
+  allow it (issues #5223, #10312: the documentation says otherwise, the controller is followed);
+- template-level `failFast: true` (checkParallelism): once a child of the DAG failed, no new child starts, and
+  when none of its pods runs the DAG fails with "template has failed or errored children and failFast enabled";
 - retries: `limit`+1 attempts, policy Always/OnFailure(Failed)/OnError(Error)/OnTransientError(Error),
   backoff `duration*factor^n` stopping when it would pass `maxDuration` from the first attempt;
-- parallelism: the run's (min of the engine's and `spec.parallelism`) and each DAG template's limit running
-  pods; queue semaphores are cross-process file-lock slots held while a pod runs.
+- parallelism: `spec.parallelism` (and the engine's own limit) counts running pods of the whole run; a
+  template's `parallelism` counts its running children, Pods and nested DAGs alike (a nested DAG is one child
+  however many pods it runs); queue semaphores are cross-process file-lock slots held while a pod runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import re
@@ -33,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from kai_flows.engine import expressions, loops, variables
-from kai_flows.engine.model import EngineError, Task, Template, Workflow
+from kai_flows.engine.model import EngineError, RetryStrategy, Task, Template, Workflow
 from kai_flows.engine.pod import AttemptSpec, PodResult, PodServices, run_attempt
 from kai_flows.engine.records import Node, now_iso
 from kai_flows.engine.semaphores import QueueSemaphores, Slot
@@ -41,7 +48,6 @@ from kai_flows.store.argo_keys import argo_node_id, argo_pod_name
 
 FAILED = ("Failed", "Error")
 _FROM = re.compile(r"^\{\{\s*tasks\.([a-zA-Z0-9][-a-zA-Z0-9]*)\.outputs\.artifacts\.([-a-zA-Z0-9_]+)\s*\}\}$")
-_HANDLES = ("Failed", "Errored", "AllFailed", "AnySucceeded")
 
 
 def _safe(name: str) -> str:
@@ -65,23 +71,54 @@ class RunContext:
 
 
 class Unit:
-    """What a task (or one fan-out child) runs: a pod with retries, or a nested DAG."""
+    """What a task (or one fan-out child, or the entrypoint) runs: a pod with retries, or a DAG."""
 
     node: Node
     done: bool = False
 
+    def advance(self) -> bool:
+        """Move on what can move (a nested DAG's tasks, a retry's next attempt). True when something changed."""
+        return False
+
+
+class SettledUnit(Unit):
+    """A node decided without running anything (Skipped, Omitted, or an Error found before it started)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node, self.done = node, True
+
+
+def next_attempt(retry: RetryStrategy, phase: str, attempts: int, first_start: float, last_message: str,
+                 stopping: str = "") -> tuple[float | None, str]:
+    """processNodeRetries after a failed attempt: (seconds before the next attempt, "") or (None, the Retry
+    node's final message). `attempts`: how many ran so far; `stopping`: why the run is stopping, if it is."""
+    if stopping:
+        return None, "retry exceeded workflow deadline" if stopping == "deadline" else last_message
+    backoff = retry.backoff
+    if backoff.max_duration is not None and time.monotonic() - first_start > backoff.max_duration:
+        return None, "Max duration limit exceeded"
+    delay = backoff.duration * backoff.factor ** (attempts - 1)
+    if backoff.max_duration is not None and time.monotonic() + delay - first_start > backoff.max_duration:
+        return None, "Backoff would exceed max duration limit"
+    if not retry.allows(phase):
+        return None, last_message
+    if attempts > int(retry.limit):
+        return None, "No more retries left"
+    return delay, ""
+
 
 class PodUnit(Unit):
-    def __init__(self, ex: Executor, dag: DagRun, node: Node, template: Template, params: dict[str, str],
-                 artifacts: dict[str, tuple[str, str | None]]) -> None:
+    def __init__(self, ex: Executor, dag: DagRun | None, node: Node, template: Template, params: dict[str, str],
+                 artifacts: dict[str, tuple[str, str | None]], retry: RetryStrategy | None) -> None:
         self.ex, self.dag, self.node, self.template = ex, dag, node, template
         self.params, self.artifacts = params, artifacts
-        self.retry = template.retry or ex.wf.retry
+        self.retry = retry
         self.attempt = 0
         self.first_start: float | None = None
         self.not_before = 0.0
         self.slots: list[Slot] = []
         self.done = False
+        self.running = False
         self.result: PodResult | None = None
 
     def attempt_node(self) -> Node:
@@ -99,6 +136,8 @@ class PodUnit(Unit):
         attempt.phase = res.phase
         attempt.message = res.message
         attempt.finished_at = now_iso()
+        if self.dag is not None and res.phase in FAILED:
+            self.dag.unsuccessful += 1  # every failed attempt pod counts (node_counters.go)
         outputs: dict[str, Any] = {}
         if res.parameters:
             outputs["parameters"] = res.parameters
@@ -113,26 +152,19 @@ class PodUnit(Unit):
         if res.figures.get("overMemoryLimit"):
             ex.warn(f"{attempt.name}: peak memory {res.figures['peakMemoryBytes'] / 2**20:.0f} MiB exceeds its "
                     f"limit {res.figures['memoryLimitBytes'] / 2**20:.0f} MiB (a cluster would OOM-kill it)")
-        if self.retry is not None and res.phase in FAILED and not ex.stopping and self._should_retry(res.phase):
-            if self.attempt < self.retry.limit:
-                delay = self.retry.backoff.duration * (self.retry.backoff.factor ** self.attempt)
-                maxd = self.retry.backoff.max_duration
-                assert self.first_start is not None
-                if maxd is not None and time.monotonic() + delay - self.first_start > maxd:
-                    self._complete(res, f"{res.message} (Backoff would exceed max duration limit)")
-                    return
-                self.attempt += 1
-                self.not_before = time.monotonic() + delay
-                self.node.kai["retries"] = self.attempt
-                ex.ready.append(self)
+        if self.retry is not None and res.phase in FAILED:
+            assert self.first_start is not None
+            delay, message = next_attempt(self.retry, res.phase, self.attempt + 1, self.first_start, res.message,
+                                          ex.stop_cause if ex.stopping else "")
+            if delay is None:
+                self._complete(res, message)
                 return
+            self.attempt += 1
+            self.not_before = time.monotonic() + delay
+            self.node.kai["retries"] = self.attempt
+            ex.ready.append(self)
+            return
         self._complete(res, res.message)
-
-    def _should_retry(self, phase: str) -> bool:
-        assert self.retry is not None
-        policy = self.retry.policy
-        return policy == "Always" or (policy == "OnFailure" and phase == "Failed") or (
-            policy in ("OnError", "OnTransientError") and phase == "Error")
 
     def _complete(self, res: PodResult, message: str) -> None:
         self.result = res
@@ -170,13 +202,85 @@ class PodUnit(Unit):
 
 
 class DagUnit(Unit):
-    def __init__(self, run: DagRun) -> None:
-        self.run = run
-        self.node = run.node
+    """A nested DAG (or the entrypoint DAG), started when its boundary admits one more child; with a
+    retryStrategy its node is a Retry node and each attempt is a DAG node `<name>(<n>)` run afresh."""
 
-    @property  # type: ignore[override]
-    def done(self) -> bool:
-        return self.run.node.fulfilled
+    def __init__(self, ex: Executor, boundary: DagRun | None, node: Node, template: Template,
+                 params: dict[str, str], retry: RetryStrategy | None) -> None:
+        self.ex, self.boundary, self.node, self.template = ex, boundary, node, template
+        self.params, self.retry = params, retry
+        self.attempt = 0
+        self.run: DagRun | None = None
+        self.not_before = 0.0
+        self.first_start: float | None = None
+        self.done = False
+        node.phase = "Pending"
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None and not self.run.node.fulfilled
+
+    def _start_attempt(self) -> None:
+        ex = self.ex
+        if self.retry is None:
+            run_node = self.node
+        else:
+            name = f"{self.node.name}({self.attempt})"
+            run_node = ex.new_node(name, f"{self.node.display_name}({self.attempt})", "DAG", self.template.name,
+                                   self.node.boundary_id)
+            run_node.inputs = self.node.inputs
+            self.node.children.append(run_node.id)
+            self.node.phase = "Running"
+            self.node.started_at = self.node.started_at or now_iso()
+        self.first_start = self.first_start or time.monotonic()
+        self.run = DagRun(ex, self.template, run_node, self.params, self.boundary)
+        ex.dags.append(self.run)
+        if self.boundary is not None:
+            self.boundary.active += 1
+
+    def advance(self) -> bool:
+        if self.done:
+            return False
+        if self.run is None:
+            if self.ex.stopping:  # never started: recorded as not run, like a pod
+                self.node.phase, self.node.message = "Failed", "Stopped"
+                self.node.finished_at = now_iso()
+                self.done = True
+                return True
+            if time.monotonic() < self.not_before or (self.boundary is not None and not self.boundary.admits()):
+                return False
+            self._start_attempt()
+            return True
+        if self.run.node.fulfilled:
+            return False
+        changed = self.run.advance()
+        if not self.run.node.fulfilled:
+            return changed
+        phase = self.run.node.phase
+        if self.boundary is not None:
+            self.boundary.active -= 1
+            if phase in FAILED:
+                self.boundary.unsuccessful += 1
+        if self.retry is None:
+            self.done = True
+            return True
+        message = self.run.node.message
+        if phase in FAILED:
+            assert self.first_start is not None
+            delay, message = next_attempt(self.retry, phase, self.attempt + 1, self.first_start, message,
+                                          self.ex.stop_cause if self.ex.stopping else "")
+            if delay is not None:
+                self.attempt += 1
+                self.node.kai["retries"] = self.attempt
+                self.not_before = time.monotonic() + delay
+                self.run = None
+                return True
+        node = self.node
+        node.phase, node.message = phase, message
+        node.outputs = self.run.node.outputs
+        node.finished_at = now_iso()
+        self.done = True
+        return True
 
 
 class TaskRun:
@@ -185,8 +289,8 @@ class TaskRun:
         self.node: Node | None = None
         self.units: list[tuple[int, Unit]] = []
         self.started = False
-        self.noted = False  # failure looked at for failFast
         self.fanout = task.fanout
+        self.pending_items: list[tuple[int, Any]] = []
 
     @property
     def done(self) -> bool:
@@ -198,16 +302,63 @@ class DagRun:
                  parent: DagRun | None) -> None:
         self.ex, self.template, self.node, self.inputs, self.parent = ex, template, node, inputs, parent
         self.tasks = {t.name: TaskRun(t) for t in template.tasks}
-        self.running = 0
-        self.halted = False  # failFast tripped
+        self.active = 0  # running children with this DAG as boundary: pods, and nested DAGs (one each)
+        self.active_pods = 0
+        self.unsuccessful = 0  # children (pods, nested DAGs) that ended Failed or Error
+        self.halted = False  # template-level failFast tripped
+        self.units: list[Unit] = []
         deps = {t.name: expressions.depends_task_names(t.depends) if t.depends else set() for t in template.tasks}
         self.deps = deps
-        has_dependents = {d for ds in deps.values() for d in ds}
-        self.targets = list(template.target) or sorted(n for n in deps if n not in has_dependents)
-        self.handled = {n for t in template.tasks if t.depends
-                        for n in deps[t.name] if re.search(rf"\b{re.escape(n)}\.({'|'.join(_HANDLES)})\b", t.depends)}
         node.phase = "Running"
         node.started_at = node.started_at or now_iso()
+        self.targets = self._targets()
+        self.wanted = self._ancestry(self.targets)  # what executeDAG reaches from the targets
+
+    def _targets(self) -> list[str]:
+        """dag.target (space-separated, maybe a parameter expression), else the leaves, sorted
+        (findLeafTaskNames)."""
+        raw = self.template.target
+        if raw and "{{" in raw:
+            try:
+                raw = variables.substitute(raw, self.scope())
+            except variables.UnresolvedVariable as e:
+                self._fail_now("Error", f"dag.target {self.template.target!r}: {e}")
+                return []
+        if raw.strip():
+            names = raw.split()
+            unknown = [n for n in names if n not in self.tasks]
+            if unknown:
+                self._fail_now("Error", f"target {unknown[0]!r} is not a task of dag {self.template.name!r}")
+                return []
+            return names
+        has_dependents = {d for ds in self.deps.values() for d in ds}
+        return sorted(n for n in self.deps if n not in has_dependents)
+
+    def _ancestry(self, names: list[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(names)
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(self.deps[n])
+        return seen
+
+    def _fail_now(self, phase: str, message: str) -> None:
+        self.node.phase, self.node.message = phase, message
+        self.node.finished_at = now_iso()
+
+    def admits(self) -> bool:
+        """Whether one more child may start (checkParallelism with this DAG as the boundary)."""
+        if self.blocked:
+            return False
+        limit = self.template.parallelism
+        return limit is None or self.active < limit
+
+    @property
+    def blocked(self) -> bool:
+        """Template-level failFast: a child failed, so no new child starts."""
+        return self.template.fail_fast_children and self.unsuccessful > 0
 
     # ---- scope ---------------------------------------------------------------------------------------------
     def scope(self) -> dict[str, str]:
@@ -263,14 +414,12 @@ class DagRun:
             return False
         changed = False
         for tr in self.tasks.values():
+            if tr.task.name not in self.wanted:
+                continue  # not a target nor needed by one: Argo never reaches it
             if tr.done:
-                if not tr.noted:
-                    tr.noted = True
-                    self._note_failure(tr)
-                    changed = True
                 continue
             if not tr.started:
-                if self.ex.stopping:
+                if self.ex.stopping or self.blocked:
                     continue
                 if tr.task.depends:
                     states = {n: self.task_state(n) for n in self.deps[tr.task.name]}
@@ -282,12 +431,10 @@ class DagRun:
                         continue
                     if go is None:
                         continue
-                    if not go:  # deciding an omission is not scheduling: failFast still records it
+                    if not go:
                         self._settle_task(tr, "Omitted", "omitted: depends condition not met", "Skipped")
                         changed = True
                         continue
-                if self.halted:
-                    continue
                 self._start_task(tr)
                 changed = True
             changed |= self._advance_task(tr)
@@ -352,41 +499,41 @@ class DagRun:
         group.phase, group.started_at = "Running", now_iso()
         tr.node = group
         self._connect(tr, group)
-        tr.pending_items = list(enumerate(items))  # type: ignore[attr-defined]
+        tr.pending_items = list(enumerate(items))
         self._spawn_children(tr)
 
     def _spawn_children(self, tr: TaskRun) -> None:
-        """Create fan-out children still waiting (all at once unless failFast halted the DAG)."""
-        pending: list[tuple[int, Any]] = getattr(tr, "pending_items", [])
-        if not pending or self.halted or self.ex.stopping:
+        """Create the fan-out's children (each starts when parallelism admits it)."""
+        if not tr.pending_items or self.ex.stopping:
             return
         assert tr.node is not None
         scope = self.scope()
         tmpl = self.ex.wf.templates[tr.task.template]
-        for index, item in pending:
+        for index, item in tr.pending_items:
             child_name = loops.child_node_name(tr.node.name, index, item)
             child_scope = dict(scope)
             child_scope.update(loops.item_scope(item))
             display = child_name[len(self.node.name) + 1:]
             unit = self._make_unit(tr.task, child_name, display, child_scope, tmpl, parent=tr.node, tr=tr)
             tr.units.append((index, unit))
-        tr.pending_items = []  # type: ignore[attr-defined]
+        tr.pending_items = []
 
     def _make_unit(self, task: Task, name: str, display: str, scope: dict[str, str], tmpl: Template,
                    parent: Node | None, tr: TaskRun) -> Unit:
         ex = self.ex
 
-        def settled(phase: str, message: str, node_type: str = "Skipped") -> Unit:
-            node = ex.new_node(name, display, node_type, tmpl.name, self.node.id)
-            node.phase, node.message = phase, message
-            node.started_at = node.finished_at = now_iso()
+        def attach(node: Node) -> None:
             if parent is not None:
                 parent.children.append(node.id)
             else:
                 self._connect(tr, node)
-            u = Unit()
-            u.node, u.done = node, True
-            return u
+
+        def settled(phase: str, message: str) -> Unit:
+            node = ex.new_node(name, display, "Skipped", tmpl.name, self.node.id)
+            node.phase, node.message = phase, message
+            node.started_at = node.finished_at = now_iso()
+            attach(node)
+            return SettledUnit(node)
 
         if task.when:
             try:
@@ -423,35 +570,10 @@ class DagRun:
                     arts[decl.name] = (key, sub)
                 elif not decl.optional:
                     raise EngineError(f"input artifact {decl.name!r} of template {tmpl.name!r} was not supplied")
+            unit = ex.make_unit(tmpl, name, display, params, arts, self, attach)
         except (variables.UnresolvedVariable, EngineError) as e:
             return settled("Error", str(e))
-        if tmpl.kind == "dag":
-            node = ex.new_node(name, display, "DAG", tmpl.name, self.node.id)
-            if parent is not None:
-                parent.children.append(node.id)
-            else:
-                self._connect(tr, node)
-            node.inputs = {"parameters": [{"name": k, "value": v} for k, v in params.items()]} if params else None
-            run = DagRun(ex, tmpl, node, params, self)
-            ex.dags.append(run)
-            return DagUnit(run)
-        ntype = "Retry" if (tmpl.retry or ex.wf.retry) else "Pod"
-        node = ex.new_node(name, display, ntype, tmpl.name, self.node.id)
-        inputs: dict[str, Any] = {}
-        if params:
-            inputs["parameters"] = [{"name": k, "value": v} for k, v in params.items()]
-        if arts:
-            inputs["artifacts"] = [{"name": k, "s3": {"key": v[0]}, **({"subPath": v[1]} if v[1] else {})}
-                                   for k, v in arts.items()]
-        node.inputs = inputs or None
-        if parent is not None:
-            parent.children.append(node.id)
-        else:
-            self._connect(tr, node)
-        unit = PodUnit(ex, self, node, tmpl, params, arts)
-        if ex.reuse(unit):
-            return unit
-        ex.ready.append(unit)
+        self.units.append(unit)
         return unit
 
     def _advance_task(self, tr: TaskRun) -> bool:
@@ -459,9 +581,8 @@ class DagRun:
             return False
         changed = False
         for _, unit in tr.units:
-            if isinstance(unit, DagUnit):
-                changed |= unit.run.advance()
-        if tr.fanout and getattr(tr, "pending_items", None):
+            changed |= unit.advance()
+        if tr.fanout and tr.pending_items:
             return changed
         if not all(u.done for _, u in tr.units):
             return changed
@@ -474,36 +595,47 @@ class DagRun:
             tr.node.finished_at = now_iso()
         return True
 
-    def _note_failure(self, tr: TaskRun) -> None:
-        assert tr.node is not None
-        phase = tr.node.phase
-        if phase not in FAILED:
-            return
-        t = tr.task
-        if (phase == "Failed" and t.continue_on_failed) or (phase == "Error" and t.continue_on_error):
-            return
-        if self.template.fail_fast and t.name not in self.handled:
-            self.halted = True
-
-    def running_units(self) -> bool:
-        for tr in self.tasks.values():
-            for _, u in tr.units:
-                if not u.done:
-                    return True
-        return False
-
     def _check_done(self) -> bool:
+        if self.node.fulfilled:
+            return True
+        if self.blocked and self.active == 0:  # Argo waits for its pods only; a nested DAG is let finish too
+            self._halt()
+            return True
         for tr in self.tasks.values():
             if tr.node is not None and not tr.node.fulfilled:
                 return False
-        undone = [tr for tr in self.tasks.values() if not tr.done]
-        if undone and not (self.halted or self.ex.stopping):
+        undone = [tr for tr in self.tasks.values() if not tr.done and tr.task.name in self.wanted]
+        if undone and not self.ex.stopping:
             return False  # something can still start once its dependencies settle
-        self.node.phase = self._assess(undone)
+        self.node.phase = self._assess()
         self.node.finished_at = now_iso()
-        if self.ex.stopping and self.node.phase == "Succeeded" and undone:
+        if self.ex.stopping and undone:
             self.node.phase, self.node.message = "Failed", "Stopped"
         return True
+
+    def _halt(self) -> None:
+        """Template failFast with no pod left running: the DAG fails; children that never started never existed
+        (Argo never created them)."""
+        self.halted = True
+        for tr in self.tasks.values():
+            for _, unit in tr.units:
+                if not unit.done and isinstance(unit, (PodUnit, DagUnit)):
+                    if unit.attempt > 0:  # a Retry node waiting for its next attempt: it ends with its last one
+                        last = self.ex.nodes[unit.node.children[-1]]
+                        unit.node.phase, unit.node.message = last.phase, last.message
+                        unit.node.finished_at = now_iso()
+                        unit.done = True
+                    else:
+                        self.ex.discard(unit)
+            if tr.node is not None and not tr.node.fulfilled:
+                if tr.fanout and tr.units and any(u.done for _, u in tr.units):
+                    kept = [u for _, u in tr.units if u.node.id in self.ex.nodes]
+                    tr.node.phase = next((u.node.phase for u in kept if u.node.phase in FAILED), "Succeeded")
+                    tr.node.finished_at = now_iso()
+                else:
+                    self.ex.forget(tr.node)
+                    tr.node = None
+        self._fail_now("Failed", "template has failed or errored children and failFast enabled")
 
     def _branch_phase(self, name: str, memo: dict[str, str]) -> str:
         if name in memo:
@@ -517,10 +649,9 @@ class DagRun:
         memo[name] = bad[0] if bad else "Succeeded"
         return memo[name]
 
-    def _assess(self, undone: list[TaskRun]) -> str:
-        if self.halted:
-            failed = [tr.node.phase for tr in self.tasks.values() if tr.node is not None and tr.node.phase in FAILED]
-            return "Failed" if "Failed" in failed or not failed else "Error"
+    def _assess(self) -> str:
+        """assessDAGPhase once nothing runs: each target's branch phase; with dag.failFast the first failed
+        target decides, without it the last one (continueOn excuses a target's own failure)."""
         memo: dict[str, str] = {}
         result = "Succeeded"
         for target in self.targets:
@@ -530,9 +661,8 @@ class DagRun:
                 if (bp == "Failed" and t.continue_on_failed) or (bp == "Error" and t.continue_on_error):
                     continue
                 result = bp
-                break
-        if self.ex.stopping and undone:
-            return "Failed"
+                if self.template.fail_fast:
+                    break
         return result
 
 
@@ -546,6 +676,7 @@ class Executor:
         self.dags: list[DagRun] = []
         self.stopping = False
         self.stop_reason = ""
+        self.stop_cause = ""  # "user" (SIGINT/SIGTERM), "deadline" (spec.activeDeadlineSeconds), "store", ...
         self.status = "Running"
         self.started = time.monotonic()
         self.warnings: list[str] = []
@@ -590,6 +721,55 @@ class Executor:
         scope.update({f"workflow.annotations.{k}": v for k, v in wf.annotations.items()})
         return scope
 
+    def resolve_retry(self, retry: RetryStrategy | None, params: dict[str, str]) -> RetryStrategy | None:
+        """The retryStrategy with a parameter-expression `limit` resolved in the node's scope."""
+        if retry is None or isinstance(retry.limit, int):
+            return retry
+        scope = self.global_scope()
+        scope.update({f"inputs.parameters.{k}": v for k, v in params.items()})
+        value = variables.substitute(retry.limit, scope)
+        try:
+            return dataclasses.replace(retry, limit=int(value))
+        except ValueError:
+            raise EngineError(f"retryStrategy.limit {retry.limit!r} resolved to {value!r}, not an integer") from None
+
+    def make_unit(self, tmpl: Template, name: str, display: str, params: dict[str, str],
+                  arts: dict[str, tuple[str, str | None]], boundary: DagRun | None,
+                  attach: Callable[[Node], None]) -> Unit:
+        """The node (Pod, DAG, or Retry when a retryStrategy applies) and unit that run `tmpl`."""
+        retry = self.resolve_retry(tmpl.retry or self.wf.retry, params)
+        boundary_id = boundary.node.id if boundary is not None else ""
+        if tmpl.kind == "dag":
+            node = self.new_node(name, display, "Retry" if retry else "DAG", tmpl.name, boundary_id)
+            node.inputs = {"parameters": [{"name": k, "value": v} for k, v in params.items()]} if params else None
+            attach(node)
+            return DagUnit(self, boundary, node, tmpl, params, retry)
+        node = self.new_node(name, display, "Retry" if retry else "Pod", tmpl.name, boundary_id)
+        inputs: dict[str, Any] = {}
+        if params:
+            inputs["parameters"] = [{"name": k, "value": v} for k, v in params.items()]
+        if arts:
+            inputs["artifacts"] = [{"name": k, "s3": {"key": v[0]}, **({"subPath": v[1]} if v[1] else {})}
+                                   for k, v in arts.items()]
+        node.inputs = inputs or None
+        attach(node)
+        unit = PodUnit(self, boundary, node, tmpl, params, arts, retry)
+        if not self.reuse(unit):
+            self.ready.append(unit)
+        return unit
+
+    def forget(self, node: Node) -> None:
+        """Remove a node that never started (Argo would not have created it) from the graph."""
+        if self.nodes.pop(node.id, None) is None:
+            return
+        for other in self.nodes.values():
+            if node.id in other.children:
+                other.children.remove(node.id)
+
+    def discard(self, unit: Unit) -> None:
+        self.forget(unit.node)
+        unit.done = True
+
     def resolve_inputs(self, tmpl: Template, args: dict[str, str]) -> dict[str, str]:
         """A template's input parameters from the task's arguments and the template's defaults."""
         values: dict[str, str] = {}
@@ -630,14 +810,11 @@ class Executor:
 
     # ---- running pods --------------------------------------------------------------------------------------
     def _limits_allow(self, unit: PodUnit) -> bool:
+        """checkParallelism: the run's pods, then the boundary DAG's active children (its own limit only: a
+        nested DAG counts once in its parent, its pods count in itself)."""
         if self.running >= self.parallelism:
             return False
-        dag: DagRun | None = unit.dag
-        while dag is not None:
-            if dag.template.parallelism is not None and dag.running >= dag.template.parallelism:
-                return False
-            dag = dag.parent
-        return True
+        return unit.dag is None or unit.dag.admits()
 
     def start_ready(self) -> None:
         now = time.monotonic()
@@ -646,10 +823,8 @@ class Executor:
             unit = self.ready.popleft()
             if unit.done:
                 continue
-            if self.stopping or (unit.dag.halted and unit.attempt == 0):
-                # never started: Argo would not have created it; record it as not run
-                unit.node.phase, unit.node.message = ("Failed", "Stopped") if self.stopping else \
-                    ("Omitted", "not started: failFast")
+            if self.stopping:  # never started: recorded as not run
+                unit.node.phase, unit.node.message = "Failed", "Stopped"
                 unit.done = True
                 continue
             if unit.not_before > now or not self._limits_allow(unit):
@@ -687,10 +862,10 @@ class Executor:
             has_gpu=self.ctx.has_gpu,
         )
         self.running += 1
-        dag: DagRun | None = unit.dag
-        while dag is not None:
-            dag.running += 1
-            dag = dag.parent
+        unit.running = True
+        if unit.dag is not None:
+            unit.dag.active += 1
+            unit.dag.active_pods += 1
 
         def work() -> None:
             try:
@@ -703,10 +878,10 @@ class Executor:
 
     def _on_event(self, unit: PodUnit, attempt: Node, res: PodResult | BaseException) -> None:
         self.running -= 1
-        dag: DagRun | None = unit.dag
-        while dag is not None:
-            dag.running -= 1
-            dag = dag.parent
+        unit.running = False
+        if unit.dag is not None:
+            unit.dag.active -= 1
+            unit.dag.active_pods -= 1
         for slot in unit.slots:
             slot.release()
         unit.slots = []
@@ -717,29 +892,54 @@ class Executor:
         unit.finish(attempt, res)
 
     # ---- main loop -----------------------------------------------------------------------------------------
-    def stop(self, reason: str = "Stopped") -> None:
-        """Stop the run (SIGINT, deadline): no new pods, kill running process groups."""
+    def stop(self, reason: str = "Stopped", cause: str = "user") -> None:
+        """Stop the run (SIGINT, deadline, a lost store): no new pods, kill running process groups."""
         if not self.stopping:
             self.stopping = True
             self.stop_reason = reason
+            self.stop_cause = cause
             self.ctx.services.groups.stop_all()
 
-    def run_dag(self, template: Template, node_name: str, display: str, tick: Callable[[], None]) -> Node:
-        node = self.new_node(node_name, display, "DAG", template.name, "")
-        run = DagRun(self, template, node, {}, None)
-        self.dags.append(run)
-        deadline = self.started + self.wf.deadline if self.wf.deadline else None
+    def resume_for_exit_handler(self) -> None:
+        """After a workflow deadline Argo still runs the exit handler: accept new pods again."""
+        self.stopping = False
+        self.ctx.services.groups.stopping = False
+
+    def root_unit(self, template: Template, node_name: str, display: str) -> Unit:
+        """The entrypoint (or onExit) as its own node: its inputs bound from the workflow's arguments by name,
+        as Argo passes spec.arguments to the entrypoint template."""
+        try:
+            params = self.resolve_inputs(template, dict(self.ctx.params))
+            scope = {**self.global_scope(), **{f"inputs.parameters.{k}": v for k, v in params.items()}}
+            arts: dict[str, tuple[str, str | None]] = {}
+            for decl in template.input_artifacts:
+                if decl.s3_key is not None:
+                    arts[decl.name] = (variables.substitute(decl.s3_key, scope), None)
+                elif not decl.optional:
+                    raise EngineError(f"input artifact {decl.name!r} of template {template.name!r} was not supplied")
+            return self.make_unit(template, node_name, display, params, arts, None, lambda _n: None)
+        except (variables.UnresolvedVariable, EngineError) as e:
+            node = self.new_node(node_name, display, "Skipped", template.name, "")
+            node.phase, node.message = "Error", str(e)
+            node.started_at = node.finished_at = now_iso()
+            return SettledUnit(node)
+
+    def run_root(self, template: Template, node_name: str, display: str, tick: Callable[[], None], *,
+                 deadline_s: float | None = None) -> Node:
+        """Run `template` as a root node until it and every pod it started are done."""
+        unit = self.root_unit(template, node_name, display)
+        deadline = time.monotonic() + deadline_s if deadline_s else None
         while True:
-            while run.advance():
+            while unit.advance():
                 pass
             before = self.running
             self.start_ready()
             if self.running != before:
                 tick()  # show what just started
-            if node.fulfilled and self.running == 0:
+            if unit.done and self.running == 0:
                 break
             if deadline is not None and time.monotonic() > deadline and not self.stopping:
-                self.stop("Max duration limit exceeded")
+                self.stop("Max duration limit exceeded", cause="deadline")
             timeout = 0.25
             if self.ready:
                 soonest = min(u.not_before for u in self.ready) - time.monotonic()
@@ -757,7 +957,7 @@ class Executor:
                     break
             tick()
         tick()
-        return node
+        return unit.node
 
 
 def new_uid() -> str:

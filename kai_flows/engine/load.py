@@ -220,10 +220,14 @@ class _Loader:
             return None
         r = self.mapping(raw, where)
         self.check_keys(r, where, {"limit", "retryPolicy", "backoff"}, {"affinity"}, "retryStrategy")
-        try:
-            limit = int(str(r.get("limit", "0")))
-        except ValueError:
-            raise self.err(f"{where}.limit", f"{r.get('limit')!r} is not an integer") from None
+        limit: int | str
+        if "{{" in str(r.get("limit", "")):
+            limit = str(r["limit"])  # IntOrString: resolved from the node's parameters when it starts
+        else:
+            try:
+                limit = int(str(r.get("limit", "0")))
+            except ValueError:
+                raise self.err(f"{where}.limit", f"{r.get('limit')!r} is not an integer") from None
         policy = str(r.get("retryPolicy") or "OnFailure")
         if policy not in ("Always", "OnFailure", "OnError", "OnTransientError"):
             raise self.err(f"{where}.retryPolicy", f"unknown retryPolicy {policy!r}")
@@ -256,13 +260,18 @@ class _Loader:
             keys.append(key)
         return tuple(keys)
 
-    def deadline(self, t: dict[str, Any], where: str) -> float | None:
-        values = []
-        if "activeDeadlineSeconds" in t:
-            values.append(parse_duration(t["activeDeadlineSeconds"], f"{self.source}: {where}.activeDeadlineSeconds"))
-        if "timeout" in t:
-            values.append(parse_duration(t["timeout"], f"{self.source}: {where}.timeout"))
-        return min(values) if values else None
+    def deadline(self, t: dict[str, Any], where: str) -> tuple[float | None, tuple[str, ...]]:
+        """activeDeadlineSeconds and timeout: the shorter of the literal ones, and those given as parameter
+        expressions (resolved when the pod starts)."""
+        values, exprs = [], []
+        for key in ("activeDeadlineSeconds", "timeout"):
+            if key not in t:
+                continue
+            if "{{" in str(t[key]):
+                exprs.append(str(t[key]))
+            else:
+                values.append(parse_duration(t[key], f"{self.source}: {where}.{key}"))
+        return (min(values) if values else None), tuple(exprs)
 
     # ---- templates ----------------------------------------------------------------------------------------
     def template(self, raw: Any, index: int) -> Template:
@@ -290,9 +299,12 @@ class _Loader:
                                    f"{where}.metrics.prometheus")),
         )
         if "dag" in t:
-            for leaf_only in ("activeDeadlineSeconds", "timeout", "retryStrategy"):
-                if leaf_only in t:
-                    raise self.err(where, f"template {tname!r}: {leaf_only!r} is only valid on a container template")
+            if "activeDeadlineSeconds" in t:  # validate.go validateNonLeaf, Argo's own message
+                raise self.err(f"{where}.activeDeadlineSeconds",
+                               f"templates.{tname}.activeDeadlineSeconds is only valid for leaf templates")
+            if "timeout" in t:  # Argo does not apply it to a DAG ("may not be applied to Step or DAG templates")
+                raise self.err(f"{where}.timeout", f"template {tname!r}: Argo does not apply 'timeout' to a DAG "
+                               "template; put it on its container templates")
             if inputs.get("artifacts") or outputs:
                 raise self.err(where, f"dag template {tname!r}: artifacts and outputs on a dag are not supported")
             dag = self.mapping(t["dag"], f"{where}.dag")
@@ -301,11 +313,11 @@ class _Loader:
                           for i, x in enumerate(self.seq(dag.get("tasks"), f"{where}.dag.tasks")))
             if not tasks:
                 raise self.err(f"{where}.dag.tasks", f"dag {tname!r} has no tasks")
-            target = tuple(str(dag.get("target", "")).replace(",", " ").split()) if dag.get("target") else ()
-            fail_fast = dag.get("failFast", t.get("failFast", True))
             parallelism = int(t["parallelism"]) if "parallelism" in t else None
-            return Template(kind="dag", tasks=tasks, target=target, fail_fast=bool(fail_fast),
-                            parallelism=parallelism, **common)
+            return Template(kind="dag", tasks=tasks, target=str(dag.get("target") or ""),
+                            fail_fast=bool(dag.get("failFast", True)), fail_fast_children=bool(t.get("failFast")),
+                            parallelism=parallelism, retry=self.retry(t.get("retryStrategy"), f"{where}.retryStrategy"),
+                            **common)
         if "parallelism" in t or "failFast" in t:
             raise self.err(where, f"container template {tname!r}: 'parallelism'/'failFast' are dag-only fields")
         c = self.mapping(t["container"], f"{where}.container")
@@ -321,6 +333,7 @@ class _Loader:
         rw = f"{self.source}: {where}.container.resources"
         gpus = limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0))
         metadata = self.mapping(t.get("metadata"), f"{where}.metadata")
+        deadline, deadline_exprs = self.deadline(t, where)
         return Template(
             kind="container",
             input_artifacts=self.artifact_decls(inputs.get("artifacts"), f"{where}.inputs.artifacts",
@@ -337,7 +350,8 @@ class _Loader:
             annotations={str(k): str(v) for k, v in self.mapping(metadata.get("annotations"),
                                                                   f"{where}.metadata.annotations").items()},
             retry=self.retry(t.get("retryStrategy"), f"{where}.retryStrategy"),
-            deadline=self.deadline(t, where),
+            deadline=deadline,
+            deadline_exprs=deadline_exprs,
             pod=self.pod(t, where),
             **common,
         )
@@ -456,9 +470,10 @@ class _Loader:
                     if ref not in names:
                         raise self.err(f"{where}[{t.name}].depends", f"task {t.name!r} depends on unknown task "
                                        f"{ref!r}")
-        for name in tmpl.target:
-            if name not in names:
-                raise self.err(f"spec.templates[{tmpl.name}].dag.target", f"target {name!r} is not a task")
+        if "{{" not in tmpl.target:  # a parameter expression is checked when the DAG starts
+            for name in tmpl.target.split():
+                if name not in names:
+                    raise self.err(f"spec.templates[{tmpl.name}].dag.target", f"target {name!r} is not a task")
         # cycle check (Kahn)
         deps = {t.name: expressions.depends_task_names(t.depends) if t.depends else set() for t in tmpl.tasks}
         done: set[str] = set()

@@ -65,9 +65,14 @@ class Backoff:
 
 @dataclass(frozen=True)
 class RetryStrategy:
-    limit: int
+    limit: int | str  # a string: a parameter expression, resolved when the node starts (IntOrString in Argo)
     policy: str = "OnFailure"
     backoff: Backoff = field(default_factory=Backoff)
+
+    def allows(self, phase: str) -> bool:
+        """Whether an attempt that ended in `phase` is retried under this policy (retryPolicy, argo.md)."""
+        return self.policy == "Always" or (self.policy == "OnFailure" and phase == "Failed") or (
+            self.policy in ("OnError", "OnTransientError") and phase == "Error")
 
 
 @dataclass(frozen=True)
@@ -106,14 +111,16 @@ class Template:
     memory_limit: int | None = None  # bytes
     gpus: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
-    retry: RetryStrategy | None = None
+    retry: RetryStrategy | None = None  # container or dag (a dag's attempts are whole DAG runs)
     deadline: float | None = None  # activeDeadlineSeconds or timeout, whichever is shorter
+    deadline_exprs: tuple[str, ...] = ()  # the same given as parameter expressions, resolved when the pod starts
     metrics: tuple[dict[str, Any], ...] = ()
     pod: PodSpec = field(default_factory=PodSpec)  # env, mounts, volumes, securityContext: the container runtime's
     # dag
     tasks: tuple[Task, ...] = ()
-    target: tuple[str, ...] = ()
-    fail_fast: bool = True
+    target: str = ""  # dag.target: task names separated by spaces, maybe a parameter expression
+    fail_fast: bool = True  # dag.failFast: only how the DAG's phase is assessed (dag.go assessDAGPhase)
+    fail_fast_children: bool = False  # template-level failFast: no new child after a failed one (checkParallelism)
     parallelism: int | None = None
     semaphores: tuple[str, ...] = ()  # configmap keys (queue class names)
 
@@ -134,7 +141,7 @@ class Workflow:
     semaphores: tuple[str, ...] = ()
     on_exit: str | None = None
     deadline: float | None = None
-    retry: RetryStrategy | None = None  # spec-level default for container templates
+    retry: RetryStrategy | None = None  # spec-level default for every template without its own
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     priority: int = 0

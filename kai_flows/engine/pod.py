@@ -15,6 +15,7 @@ How local outcomes map to Argo phases (the rule the executor documents and the t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 from kai_flows.engine import variables
 from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.launch import Launcher, LaunchRequest, Workspace
+from kai_flows.engine.load import parse_duration
 from kai_flows.engine.model import EngineError, Template
 from kai_flows.engine.process import ProcessGroups
 from kai_flows.policy import CPU_FALLBACK_ANNOTATION
@@ -122,6 +124,15 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
         scope[f"outputs.artifacts.{decl.name}.path"] = ws.step_output_artifact(decl)
     for op in tmpl.output_params:
         scope[f"outputs.parameters.{op.name}.path"] = ws.step_output_parameter(op)
+
+    if tmpl.deadline_exprs:  # activeDeadlineSeconds/timeout given as parameters: resolved for this pod
+        try:
+            values = [parse_duration(variables.substitute(e, scope), f"template {tmpl.name!r}")
+                      for e in tmpl.deadline_exprs]
+        except (variables.UnresolvedVariable, EngineError) as e:
+            return PodResult("Error", f"template {tmpl.name!r}: {e}")
+        tmpl = dataclasses.replace(tmpl, deadline=min([*values, *([tmpl.deadline] if tmpl.deadline else [])]),
+                                   deadline_exprs=())
 
     if tmpl.gpus and not spec.has_gpu and tmpl.annotations.get(CPU_FALLBACK_ANNOTATION) != "true":
         return PodResult("Error", f"template {tmpl.name!r} requests {tmpl.gpus} GPU(s), this machine has none, "

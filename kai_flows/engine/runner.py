@@ -504,7 +504,7 @@ def run_pipeline(
 
         def stop_run(reason: str) -> None:
             if ex_ref:
-                ex_ref[0].stop(reason)
+                ex_ref[0].stop(reason, cause="store")
     except BaseException:
         launcher.close()  # the run below closes it; a failure before that must too (warm servers, containers)
         raise
@@ -542,8 +542,8 @@ def run_pipeline(
 
             wf_slots = _acquire_workflow_semaphores(ex, semaphores, wf, view, tick)
             try:
-                root = ex.run_dag(wf.templates[wf.entrypoint], run_name, run_name, tick) if wf_slots is not None \
-                    else None
+                root = ex.run_root(wf.templates[wf.entrypoint], run_name, run_name, tick,
+                                   deadline_s=wf.deadline) if wf_slots is not None else None
                 phase = root.phase if root is not None else "Failed"
                 phase = "Error" if phase == "Error" else ("Succeeded" if phase == "Succeeded" else "Failed")
                 message = ex.stop_reason or (root.message if root is not None else "Stopped")
@@ -551,10 +551,12 @@ def run_pipeline(
                     failed = ex.failures()
                     message = (f"child '{failed[0]['displayName']}' {failed[0]['phase'].lower()}: "
                                f"{failed[0]['message']}") if failed else "a task failed"
+                if wf.on_exit and ex.stopping and ex.stop_cause == "deadline":
+                    ex.resume_for_exit_handler()  # Argo runs the exit handler after a deadline too
                 if wf.on_exit and not ex.stopping:
                     ex.status = phase
-                    exit_node = ex.run_dag(wf.templates[wf.on_exit], f"{run_name}.onExit", f"{run_name}.onExit",
-                                           tick)
+                    exit_node = ex.run_root(wf.templates[wf.on_exit], f"{run_name}.onExit", f"{run_name}.onExit",
+                                            tick)
                     if exit_node.phase != "Succeeded" and phase == "Succeeded":
                         phase, message = "Failed", f"exit handler {wf.on_exit!r} {exit_node.phase.lower()}"
             finally:

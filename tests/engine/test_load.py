@@ -81,7 +81,8 @@ def test_graph_errors():
 def test_leaf_only_fields_on_a_dag_are_refused():
     doc = base()
     doc["spec"]["templates"][0]["activeDeadlineSeconds"] = "5"
-    with pytest.raises(TemplateError, match="only valid on a container template"):
+    with pytest.raises(TemplateError, match=r"spec.templates\[main\].activeDeadlineSeconds: "
+                                            r"templates.main.activeDeadlineSeconds is only valid for leaf templates"):
         load_workflow(doc)
 
 

@@ -105,25 +105,6 @@ def test_failure_handled_by_depends_runs_handler_and_dag_succeeds(run):
     assert r.phase == "Succeeded"
 
 
-def test_fail_fast_stops_new_tasks_and_can_be_disabled(run, tmp_path):
-    """DAGTemplate.failFast (default true): no new steps after a failure; false: other branches run on."""
-    def doc(fail_fast: bool | None) -> dict:
-        extra = {} if fail_fast is None else {"dag_extra": {"failFast": fail_fast}}
-        return workflow([dag("main", [
-            {"name": "bad", "template": "fail"},
-            {"name": "slow", "template": "sleep"},
-            {"name": "after-slow", "template": "ok", "depends": "slow"},
-        ], **extra), container("ok", OK), container("fail", FAIL),
-            container("sleep", "import time; time.sleep(1.5)")])
-    r = run(doc(None), out=tmp_path / "o1")
-    p = phases(r)
-    assert p["bad"] == "Failed" and p["slow"] == "Succeeded" and "after-slow" not in p
-    assert r.phase == "Failed"
-    r = run(doc(False), out=tmp_path / "o2")
-    assert phases(r) == {"bad": "Failed", "slow": "Succeeded", "after-slow": "Succeeded"}
-    assert r.phase == "Failed"
-
-
 def test_fan_out_aggregates_succeeded_children_in_index_order(run):
     """loops / processAggregateNodeOutputs: `tasks.T.outputs.parameters.P` is a JSON list of the children's
     values, `outputs.result` a JSON list of each result parsed as JSON, in index order."""
