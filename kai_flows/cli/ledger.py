@@ -56,7 +56,8 @@ def migrate_cmd(
 
 def coordinator_cmd(
     database_url: DatabaseUrl,
-    backend: Annotated[str, typer.Option("--backend", help="local, argo (or subprocess, for tests).")] = "local",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="local, argo, or module:callable (a runner of your own, e.g. the tests' fake).")] = "local",
     metrics_port: Annotated[int, typer.Option("--metrics-port", help="Serve /metrics here (0: a free port).")] = 9090,
     metrics_addr: Annotated[str, typer.Option("--metrics-addr")] = "0.0.0.0",
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01)] = 2.0,
@@ -66,12 +67,12 @@ def coordinator_cmd(
         str | None, typer.Option("--task-queue-config", help="Queue classes as JSON (default: the policy's).")
     ] = None,
     state_dir: Annotated[str | None, typer.Option(
-        "--state-dir", help="State folder of the local and subprocess backends (job folders, run records).")] = None,
+        "--state-dir", help="State folder of the local backend (job folders, run records).")] = None,
 ) -> None:
     """Claim queued jobs by queue class, submit them, follow them and record every transition."""
-    from kai_flows.ledger.backends import make_backend
     from kai_flows.ledger.coordinator import Coordinator
     from kai_flows.ledger.db import connect
+    from kai_flows.ledger.factory import make_runner
     from kai_flows.policy import load_policy, parse_task_queue_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,9 +82,9 @@ def coordinator_cmd(
             # the local backend's engine processes read the policy from the environment: one config for all
             os.environ["KAI_TASK_QUEUE_CONFIG"] = task_queue_config
         connect(database_url).close()  # fail fast, with a clear message, on a wrong URL
-        job_backend = make_backend(backend, state_dir=state_dir or "")
+        runner = make_runner(backend, state_dir=state_dir)
         coordinator = Coordinator(
-            database_url, job_backend, queues, poll_interval, claimer=claimer, lease_seconds=lease_seconds,
+            database_url, runner, queues, poll_interval, claimer=claimer, lease_seconds=lease_seconds,
         )
     except (LedgerError, PolicyError) as e:
         raise _fail(e) from None
@@ -98,7 +99,7 @@ def coordinator_cmd(
         raise _fail(e) from None
     finally:
         # the local backend's embedded store stops here; running jobs are followed again by the next coordinator
-        close = getattr(job_backend, "close", None)
+        close = getattr(runner, "close", None)
         if close is not None:
             close()
 

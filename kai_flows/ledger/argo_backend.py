@@ -1,4 +1,5 @@
-"""The `argo` coordinator backend: a thin adapter from ledger jobs to kai_flows.submit.Submitter.
+"""The `argo` coordinator backend, a WorkflowRunner: a thin adapter from ledger jobs to kai_flows.submit.Submitter
+(which raises its own WorkflowNotFound; this runner translates it into the ledger's).
 
 A job becomes a SubmitRequest (pipeline, parameters, the job's queue class and tier, job-id label) built and
 checked by the Submitter; the backend adds an attempt label and a deterministic metadata.name per job and
@@ -16,12 +17,13 @@ import json
 from typing import Any
 from uuid import UUID
 
-from kai_flows.ledger.backends import BackendStatus, job_workflow_name
-from kai_flows.ledger.errors import BackendError
+from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import Job, JobOutput
+from kai_flows.ledger.runner import Phase, RunStatus, job_workflow_name
 from kai_flows.policy import NAMESPACE
 from kai_flows.store import S3Config, StoreError
 from kai_flows.submit import JOB_ID_LABEL, SubmitError, SubmitRequest, Submitter, WorkflowStatus
+from kai_flows.submit import errors as submit_errors
 
 ATTEMPT_LABEL = "kai-flows.io/attempt"
 # Every Kubernetes API call this backend makes, as RBAC rules: (API group, resource) -> verbs. `submit` creates a
@@ -33,8 +35,8 @@ API_PERMISSIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("argoproj.io", "workflows"): ("create", "get", "list", "patch"),
     ("argoproj.io", "workflowtemplates"): ("get",),
 }
-_PHASES = {"": "Pending", "Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded", "Failed": "Failed",
-           "Error": "Error"}
+_PHASES: dict[str, Phase] = {"": "Pending", "Pending": "Pending", "Running": "Running", "Succeeded": "Succeeded",
+                             "Failed": "Failed", "Error": "Error"}
 
 
 class ArgoBackend:
@@ -114,18 +116,16 @@ class ArgoBackend:
         return name
 
     # -- follow -----------------------------------------------------------------------------------------------
-    def status(self, workflow_name: str) -> BackendStatus:
+    def status(self, workflow_name: str) -> RunStatus:
         try:
             st = self.submitter.status(workflow_name, self.namespace)
-        except SubmitError as e:
-            if str(e).startswith("no workflow"):
-                raise BackendError(str(e)) from None  # deleted: its outcome is lost
-            raise
+        except submit_errors.WorkflowNotFound as e:
+            raise WorkflowNotFound(str(e)) from None  # deleted: its outcome is lost
         phase = _PHASES.get(st.phase, "Error")
-        outputs = self._outputs(st) if phase == "Succeeded" else []
-        return BackendStatus(phase, outputs, st.message or "")
+        outputs = self._outputs(st) if phase == "Succeeded" else ()
+        return RunStatus(phase, outputs, st.message or "")
 
-    def _outputs(self, st: WorkflowStatus) -> list[JobOutput]:
+    def _outputs(self, st: WorkflowStatus) -> tuple[JobOutput, ...]:
         """Each object of the pipeline's outputs (an object, or every object under a folder prefix), hashed."""
         from minio import Minio
 
@@ -153,7 +153,7 @@ class ArgoBackend:
                     resp.close()
                     resp.release_conn()
                 found.append(JobOutput(f"s3://{bucket}/{name}", digest.hexdigest(), size))
-        return found
+        return tuple(found)
 
     def find_by_label(self, job_id: UUID | str, attempt: int) -> str | None:
         for wf in self.submitter.find(str(UUID(str(job_id))), self.namespace):
@@ -164,9 +164,8 @@ class ArgoBackend:
     def cancel(self, workflow_name: str) -> None:
         try:
             self.submitter.cancel(workflow_name, self.namespace)  # terminate: `argo terminate`
-        except SubmitError as e:
-            if not str(e).startswith("no workflow"):
-                raise
+        except submit_errors.WorkflowNotFound as e:
+            raise WorkflowNotFound(str(e)) from None
 
 
 def _s3_key(uri: str) -> str:

@@ -1,7 +1,7 @@
 """The coordinator: claim jobs, submit them, follow them, record every transition.
 
 Crash safety rests on three facts. (1) A claim marks the job `submitted` under this coordinator's lease before
-anything is submitted. (2) The backend labels a workflow with the job id and attempt as it creates it, before
+anything is submitted. (2) The runner labels a workflow with the job id and attempt as it creates it, before
 the ledger records the name. (3) A restarted coordinator (or another one, once the lease ran out) adopts the
 in-flight jobs, finds an unrecorded workflow by its label, submits only when there is none, and follows the
 rest. Transitions are idempotent, so replaying the last poll records nothing twice.
@@ -19,12 +19,18 @@ from uuid import UUID
 import psycopg
 
 from kai_flows.ledger import jobs
-from kai_flows.ledger.backends import Backend
 from kai_flows.ledger.claim import QueueLike, adopt, claim_next, renew
 from kai_flows.ledger.db import connect
-from kai_flows.ledger.errors import BackendError, DatabaseUnavailable, InvalidTransition, LedgerError
+from kai_flows.ledger.errors import (
+    BackendError,
+    DatabaseUnavailable,
+    InvalidTransition,
+    LedgerError,
+    WorkflowNotFound,
+)
 from kai_flows.ledger.metrics import LedgerMetrics
 from kai_flows.ledger.models import TERMINAL, Job, JobStatus
+from kai_flows.ledger.runner import WorkflowRunner
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ class Coordinator:
     def __init__(
         self,
         database_url: str,
-        backend: Backend,
+        backend: WorkflowRunner,
         queues: Mapping[str, QueueLike] | None = None,
         poll_interval: float = 1.0,
         *,
@@ -104,7 +110,9 @@ class Coordinator:
     def _cancel_workflow(self, name: str) -> None:
         try:
             self.backend.cancel(name)
-        except Exception as e:  # already gone, or the backend is unreachable: the ledger says cancelled anyway
+        except WorkflowNotFound:  # nothing left to stop
+            log.info("workflow %s to cancel is already gone", name)
+        except Exception as e:  # the backend is unreachable: the ledger says cancelled anyway
             log.warning("cancelling workflow %s failed: %s", name, e)
 
     def _submit(self, job: Job) -> Job | None:
@@ -131,20 +139,23 @@ class Coordinator:
             return
         try:
             status = self.backend.status(job.workflow_name)
-        except BackendError as e:  # e.g. the workflow was deleted: the job's outcome is lost
+        except WorkflowNotFound as e:  # deleted behind our back: the job's outcome is lost for good
+            log.warning("workflow %s of job %s is gone: %s", job.workflow_name, job.id, e)
+            self._record(job, JobStatus.FAILED, error=str(e))
+            return
+        except BackendError as e:  # it ended, but its outcome cannot be read (e.g. an output missing from S3)
             self._record(job, JobStatus.FAILED, error=str(e))
             return
         except Exception as e:
             log.warning("reading workflow %s failed, will retry: %s", job.workflow_name, e)
             return
-        phase, outputs = status[0], status[1]
-        message = getattr(status, "message", "") or f"workflow {job.workflow_name} ended {phase}"
-        if phase == "Running":
+        if status.phase == "Running":
             self._track(self._record(job, JobStatus.RUNNING))
-        elif phase == "Succeeded":
-            self._record(job, JobStatus.SUCCEEDED, outputs=outputs)
-        elif phase in ("Failed", "Error"):
-            self._record(job, JobStatus.FAILED, error=message)
+        elif status.phase == "Succeeded":
+            self._record(job, JobStatus.SUCCEEDED, outputs=status.outputs)
+        elif status.phase in ("Failed", "Error"):
+            why = status.message or f"workflow {job.workflow_name} ended {status.phase}"
+            self._record(job, JobStatus.FAILED, error=why)
 
     def _record(self, job: Job, to: JobStatus, **event: object) -> Job | None:
         try:

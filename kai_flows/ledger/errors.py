@@ -33,3 +33,7 @@ class UnknownTier(LedgerError):
 
 class BackendError(LedgerError):
     """A coordinator backend refused or failed an operation."""
+
+
+class WorkflowNotFound(BackendError):
+    """A runner has no workflow of that name (never created, or deleted): its outcome cannot be known."""

@@ -1,4 +1,5 @@
-"""The `local` coordinator backend: each job runs the local engine (`run_pipeline`) in a child process of its own.
+"""The `local` coordinator backend, a WorkflowRunner: each job runs the local engine (`run_pipeline`) in a child
+process of its own.
 
 State lives on disk, none in the object, so a restarted coordinator finds every job it had started:
 
@@ -42,9 +43,9 @@ from uuid import UUID
 import yaml
 
 from kai_flows.argo.names import INPUTS_ANNOTATION
-from kai_flows.ledger.backends import BackendStatus, job_workflow_name
-from kai_flows.ledger.errors import BackendError
+from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import Job, JobOutput
+from kai_flows.ledger.runner import RunStatus, job_workflow_name
 from kai_flows.tenancy import TenancyError, check_input_key, check_tenant_folder
 
 MAX_LAUNCHES = 3
@@ -155,7 +156,7 @@ class LocalEngineBackend:
     def _dir(self, name: str) -> Path:
         d = self.workflows_dir / name
         if not (d / "label.json").is_file():
-            raise BackendError(f"no workflow {name} in {self.workflows_dir}")
+            raise WorkflowNotFound(f"no workflow {name} in {self.workflows_dir}")
         return d
 
     def find_by_label(self, job_id: UUID | str, attempt: int) -> str | None:
@@ -260,7 +261,7 @@ class LocalEngineBackend:
             return False
         return str(d).encode() in cmdline  # our child, not a process that reused its pid
 
-    def _resume(self, name: str, d: Path, why: str) -> BackendStatus | None:
+    def _resume(self, name: str, d: Path, why: str) -> RunStatus | None:
         """Start the job again, resuming its engine run when one was recorded; None when out of tries."""
         launches = int((d / "launches").read_text()) if (d / "launches").is_file() else 1
         if launches >= MAX_LAUNCHES or (d / "cancelled").is_file():
@@ -271,36 +272,36 @@ class LocalEngineBackend:
         if record.get("phase") == "Succeeded":
             run = None  # finished but never reported (killed while writing its result): its outputs are complete
         self._launch(name, resume=run)
-        return BackendStatus("Running", [], f"resumed ({why})")
+        return RunStatus("Running", (), f"resumed ({why})")
 
-    def status(self, workflow_name: str) -> BackendStatus:
+    def status(self, workflow_name: str) -> RunStatus:
         d = self._dir(workflow_name)
         result = _read_json(d / "result.json")
         if result is not None:
             self._children.pop(workflow_name, None)
             if result["phase"] == "Succeeded":
-                return BackendStatus("Succeeded", self._outputs(result["outputs"]))
+                return RunStatus("Succeeded", self._outputs(result["outputs"]))
             if result.get("generation") != self._generation_now() and not (d / "cancelled").is_file():
                 resumed = self._resume(workflow_name, d, "its store was restarted under it")
                 if resumed is not None:
                     return resumed
-            return BackendStatus(result["phase"], [], result.get("message") or f"engine run {result['phase']}")
+            return RunStatus(result["phase"], (), result.get("message") or f"engine run {result['phase']}")
         if (d / "pid").is_file():
             if self._alive(workflow_name, d):
-                return BackendStatus("Running", [])
+                return RunStatus("Running")
             if (d / "result.json").is_file():  # it finished between the two reads
                 return self.status(workflow_name)
             if (d / "cancelled").is_file():
-                return BackendStatus("Failed", [], "cancelled")
-            return self._resume(workflow_name, d, "its engine process died") or BackendStatus(
-                "Error", [], f"engine process ended without a result, {MAX_LAUNCHES} times")
+                return RunStatus("Failed", (), "cancelled")
+            return self._resume(workflow_name, d, "its engine process died") or RunStatus(
+                "Error", (), f"engine process ended without a result, {MAX_LAUNCHES} times")
         if (d / "cancelled").is_file():
-            return BackendStatus("Failed", [], "cancelled")
+            return RunStatus("Failed", (), "cancelled")
         if not (d / "launches").is_file():
             self._launch(workflow_name)  # created, then its creator died before starting it
         elif workflow_name not in self._children and time.time() - (d / "launches").stat().st_mtime > START_GRACE_S:
-            return BackendStatus("Error", [], f"engine process did not start within {START_GRACE_S:.0f}s")
-        return BackendStatus("Pending", [])
+            return RunStatus("Error", (), f"engine process did not start within {START_GRACE_S:.0f}s")
+        return RunStatus("Pending")
 
     def _generation_now(self) -> str:
         if self._external is not None:
@@ -310,7 +311,7 @@ class LocalEngineBackend:
         return ""  # no store running here yet: any child's store is from an earlier coordinator
 
     @staticmethod
-    def _outputs(outputs: Mapping[str, str | None]) -> list[JobOutput]:
+    def _outputs(outputs: Mapping[str, str | None]) -> tuple[JobOutput, ...]:
         found: list[JobOutput] = []
         for path in (Path(p) for p in outputs.values() if p):
             files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
@@ -320,7 +321,7 @@ class LocalEngineBackend:
                     for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
                         digest.update(chunk)
                 found.append(JobOutput(f.resolve().as_uri(), digest.hexdigest(), f.stat().st_size))
-        return found
+        return tuple(found)
 
     def cancel(self, workflow_name: str) -> None:
         d = self._dir(workflow_name)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
-from kai_flows.submit.errors import SubmitError
+from kai_flows.submit.errors import SubmitError, WorkflowNotFound
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
 # Answers worth trying again later: rate limiting, and the server or a proxy in front of it failing or unavailable.
@@ -86,7 +86,7 @@ class RestBackend:
         try:
             return self._dict(self._call(f"get workflow {name}", self.service.get_workflow, name, namespace=namespace))
         except NotFound:
-            raise SubmitError(f"no workflow {name!r} in namespace {namespace!r} ({self.description})") from None
+            raise WorkflowNotFound(f"no workflow {name!r} in namespace {namespace!r} ({self.description})") from None
 
     def list(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         result = self._call("list workflows", self.service.list_workflows, namespace=namespace,
@@ -110,7 +110,7 @@ class RestBackend:
             self._call(f"{verb} workflow {name}", fn, name, request_type(name=name, namespace=namespace),
                        namespace=namespace)
         except NotFound:
-            raise SubmitError(f"no workflow {name!r} in namespace {namespace!r} ({self.description})") from None
+            raise WorkflowNotFound(f"no workflow {name!r} in namespace {namespace!r} ({self.description})") from None
 
     def get_template(self, name: str, namespace: str) -> dict[str, Any] | None:
         from hera.exceptions import NotFound
@@ -135,7 +135,8 @@ class KubeBackend:
         self.description = description
 
     def _call(self, what: str, fn: Any, *args: Any, not_found: str | None = None, **kwargs: Any) -> Any:
-        """Call the API; a 404 raises `not_found` when given (or returns None when it is ""), others SubmitError."""
+        """Call the API; a 404 raises WorkflowNotFound(`not_found`) when given (or returns None when it is ""),
+        others SubmitError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -144,7 +145,7 @@ class KubeBackend:
         except ApiException as e:
             if e.status == 404 and not_found is not None:
                 if not_found:
-                    raise SubmitError(not_found) from None
+                    raise WorkflowNotFound(not_found) from None
                 return None
             raise SubmitError(f"{self.description}: {what} failed: HTTP {e.status}: {_api_detail(e)}",
                               transient=e.status in TRANSIENT) from None

@@ -1,4 +1,4 @@
-"""The one exception submission raises: a one-line message naming what is at fault."""
+"""What submission raises: SubmitError (or a subclass a caller may act on), one line naming what is at fault."""
 
 from __future__ import annotations
 
@@ -17,3 +17,7 @@ class SubmitError(ValueError):
 
 class WaitTimeout(SubmitError):
     """A workflow did not finish within the allowed time (it keeps running; nothing was cancelled)."""
+
+
+class WorkflowNotFound(SubmitError):
+    """The server has no workflow of that name (never created, or deleted); never transient."""

@@ -8,14 +8,15 @@ import os
 import signal
 import sys
 
-from kai_flows.ledger.backends import SubprocessBackend
+from fake_runner import SubprocessRunner  # this script's folder is on sys.path
+
 from kai_flows.ledger.coordinator import Coordinator
 from kai_flows.policy import parse_task_queue_config
 
 url, config, state_dir, n, when = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
 
-class Crashing(SubprocessBackend):
+class Crashing(SubprocessRunner):
     submits = 0
 
     def submit(self, job):  # type: ignore[no-untyped-def]

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def python(*args: str, **kwargs) -> subprocess.Popen:  # type: ignore[no-untyped-def]
-    """Start `python args...` with the repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **kwargs.pop("env", {})}
+    """Start `python args...` with the repository and this folder (fake_runner, for `--backend`) importable."""
+    path = os.pathsep.join([str(REPO), str(Path(__file__).resolve().parent)])
+    env = {**os.environ, "PYTHONPATH": path, **kwargs.pop("env", {})}
     return subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, text=True, **kwargs)
 
 

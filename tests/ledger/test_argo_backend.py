@@ -32,7 +32,7 @@ from schemas import errors, schema_validator, swagger_validator  # noqa: E402
 from kai_flows.ledger import jobs  # noqa: E402
 from kai_flows.ledger.argo_backend import ATTEMPT_LABEL, ArgoBackend  # noqa: E402
 from kai_flows.ledger.coordinator import Coordinator  # noqa: E402
-from kai_flows.ledger.errors import BackendError  # noqa: E402
+from kai_flows.ledger.errors import BackendError, WorkflowNotFound  # noqa: E402
 from kai_flows.ledger.models import TERMINAL, JobStatus  # noqa: E402
 from kai_flows.policy import parse_task_queue_config  # noqa: E402
 from kai_flows.store import EmbeddedSeaweedFS  # noqa: E402
@@ -180,7 +180,7 @@ def test_refused_jobs_fail_with_the_reason_and_a_deleted_workflow_is_an_error(
         "submission failed: pipeline 'image-quality': parameter 'images' carries the S3 key of input 'images': "
         "key 'image-quality-x1y2z/image-quality-x1y2z-123/report' " + outside)
     assert server.workflows == {}
-    with pytest.raises(BackendError, match="no workflow 'gone'"):
+    with pytest.raises(WorkflowNotFound, match="no workflow 'gone'"):
         ArgoBackend(rest(server, tmp_path), s3.config()).status("gone")
 
 

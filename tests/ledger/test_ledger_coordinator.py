@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,17 +18,19 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from fake_runner import SubprocessRunner
 from ledger_helpers import cli, python
 from prometheus_client.parser import text_string_to_metric_families
 
 from kai_flows.ledger import jobs
-from kai_flows.ledger.backends import SubprocessBackend
 from kai_flows.ledger.coordinator import Coordinator
-from kai_flows.ledger.errors import BackendError
+from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import TERMINAL, Job, JobStatus
+from kai_flows.ledger.runner import RunStatus
 from kai_flows.policy import parse_task_queue_config
 
 CRASHER = str(Path(__file__).with_name("_crashing_coordinator.py"))
+FAKE = "fake_runner:SubprocessRunner"  # the CLI's --backend for the tests' runner (tests/ledger is importable)
 CONFIG = {"interactive": {"concurrency": 2, "weight": 10}, "batch": {"concurrency": 2, "weight": 5},
           "maintenance": {"concurrency": 1, "weight": 1}}
 
@@ -73,15 +76,15 @@ def max_overlap(state_dir: Path, conn: psycopg.Connection) -> dict[str, int]:
     return dict(peak)
 
 
-def check_final_ledger(conn: psycopg.Connection, backend: SubprocessBackend, submitted: list[Job]) -> None:
+def check_final_ledger(conn: psycopg.Connection, backend: SubprocessRunner, submitted: list[Job]) -> None:
     """Every job ended exactly once, ran exactly once, and its outputs are the bytes it wrote."""
     assert all_terminal(conn)
-    assert sorted(backend.workflows()) == sorted(SubprocessBackend.workflow_name(j.id, 0) for j in submitted)
+    assert sorted(backend.workflows()) == sorted(SubprocessRunner.workflow_name(j.id, 0) for j in submitted)
     for j in submitted:
         job = jobs.get_job(conn, j.id)
         steps = Counter(h.to_status for h in jobs.history(conn, j.id))
         assert steps[JobStatus.SUBMITTED] == 1 and sum(steps[s] for s in TERMINAL) == 1, (job.id, steps)
-        assert job.workflow_name == SubprocessBackend.workflow_name(j.id, 0)
+        assert job.workflow_name == SubprocessRunner.workflow_name(j.id, 0)
         if j.parameters["exit_code"]:
             assert (job.status, job.error) == (JobStatus.FAILED, "exit code 1")
         else:
@@ -100,7 +103,7 @@ def metrics(port: int) -> dict[tuple[str, tuple], float]:
 
 def test_coordinator_runs_jobs_records_outputs_and_serves_metrics(ledger_url: str, conn, tmp_path: Path) -> None:
     submitted = enqueue_mix(conn, 0.3, {"interactive": 3, "batch": 2, "maintenance": 1})
-    backend = SubprocessBackend(tmp_path / "wf")
+    backend = SubprocessRunner(tmp_path / "wf")
     c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1")
     port = c.serve_metrics(0, "127.0.0.1")
     c.run_once()
@@ -122,7 +125,7 @@ def test_coordinator_runs_jobs_records_outputs_and_serves_metrics(ledger_url: st
 
 
 def start_cli(url: str, state_dir: Path, log: Path) -> subprocess.Popen:
-    return python("-m", "kai_flows.cli.ledger", "coordinator", "--database-url", url, "--backend", "subprocess",
+    return python("-m", "kai_flows.cli.ledger", "coordinator", "--database-url", url, "--backend", FAKE,
                   "--state-dir", str(state_dir), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
                   "--poll-interval", "0.05", "--lease-seconds", "1", "--task-queue-config", json.dumps(CONFIG),
                   stdout=log.open("a"), stderr=subprocess.STDOUT)
@@ -156,7 +159,7 @@ def test_coordinator_killed_mid_way_and_restarted_ends_every_job_once(ledger_url
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=10) == 0, log.read_text()
     assert "adopted job" in log.read_text()
-    check_final_ledger(conn, SubprocessBackend(state), submitted)
+    check_final_ledger(conn, SubprocessRunner(state), submitted)
     caps = {q: v["concurrency"] for q, v in CONFIG.items()}
     assert all(n <= caps[q] for q, n in max_overlap(state, conn).items())
     admitted = conn.execute(
@@ -176,10 +179,10 @@ def test_crash_around_submission_never_submits_twice(ledger_url: str, conn, tmp_
     assert crasher.wait(timeout=30) == -signal.SIGKILL, crasher.stderr.read()
     second = jobs.get_job(conn, submitted[1].id)
     assert (second.status, second.workflow_name) == (JobStatus.SUBMITTED, None)  # the ledger never heard of it
-    labelled = SubprocessBackend(state).find_by_label(second.id, 0)
+    labelled = SubprocessRunner(state).find_by_label(second.id, 0)
     assert (labelled is not None) == (when == "after")
 
-    class Counting(SubprocessBackend):
+    class Counting(SubprocessRunner):
         submits: ClassVar[list[UUID]] = []
 
         def submit(self, job: Job) -> str:
@@ -198,7 +201,7 @@ def test_crash_around_submission_never_submits_twice(ledger_url: str, conn, tmp_
 
 def test_cancelling_a_running_job_stops_its_workflow(ledger_url: str, conn, tmp_path: Path) -> None:
     [job] = enqueue_mix(conn, 60, {"interactive": 1})
-    backend = SubprocessBackend(tmp_path / "wf")
+    backend = SubprocessRunner(tmp_path / "wf")
     c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1")
     wait_until("the job to run", lambda: jobs.get_job(conn, job.id).status == JobStatus.RUNNING, step=c.run_once)
     name = jobs.get_job(conn, job.id).workflow_name
@@ -217,10 +220,12 @@ def test_cancelling_a_running_job_stops_its_workflow(ledger_url: str, conn, tmp_
 @pytest.mark.parametrize(("args", "message"), [
     (["--database-url", "postgresql://postgres@127.0.0.1:5999/x"], "error: cannot connect to PostgreSQL"),
     (["--task-queue-config", "{nope"], "error: task_queue_config: not valid JSON"),
-    (["--backend", "k8s"], "error: unknown backend 'k8s'; known: local, argo, subprocess"),
+    (["--backend", "k8s"], "error: unknown backend 'k8s'; known: local, argo (or module:callable)"),
+    (["--backend", "fake_runner:Nope"], "error: backend 'fake_runner:Nope': module 'fake_runner' has no attribute"),
+    (["--backend", "fake_runner:START_GRACE_S"], "error: backend 'fake_runner:START_GRACE_S': 'float' object is not"),
 ])
 def test_cli_coordinator_bad_input(ledger_url: str, tmp_path: Path, args: list[str], message: str) -> None:
-    base = {"--database-url": ledger_url, "--backend": "subprocess", "--state-dir": str(tmp_path)}
+    base = {"--database-url": ledger_url, "--backend": FAKE, "--state-dir": str(tmp_path)}
     for k, v in zip(args[::2], args[1::2], strict=True):
         base[k] = v
     r = cli("coordinator", *[x for kv in base.items() for x in kv])
@@ -229,10 +234,10 @@ def test_cli_coordinator_bad_input(ledger_url: str, tmp_path: Path, args: list[s
 
 def test_backend_ids_round_trip() -> None:
     job_id = UUID("12345678-1234-5678-1234-567812345678")
-    assert SubprocessBackend.workflow_name(job_id, 3) == f"job-{job_id}-3"
+    assert SubprocessRunner.workflow_name(job_id, 3) == f"job-{job_id}-3"
 
 
-class FlakyBackend(SubprocessBackend):
+class FlakyBackend(SubprocessRunner):
     """Fails the first submit of every job with a transient error; refuses jobs whose pipeline is 'refused'."""
 
     def __init__(self, state_dir: Path) -> None:
@@ -255,7 +260,7 @@ def test_transient_backend_errors_are_retried_and_refusals_fail_the_job(ledger_u
     c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1")
     wait_until("both jobs to end", lambda: all_terminal(conn), step=c.run_once)
     c.close()
-    assert backend.tries[ok.id] == 2 and backend.workflows() == [SubprocessBackend.workflow_name(ok.id, 0)]
+    assert backend.tries[ok.id] == 2 and backend.workflows() == [SubprocessRunner.workflow_name(ok.id, 0)]
     assert jobs.get_job(conn, ok.id).status == JobStatus.SUCCEEDED
     final = jobs.get_job(conn, refused.id)
     assert (final.status, final.error) == (
@@ -265,7 +270,7 @@ def test_transient_backend_errors_are_retried_and_refusals_fail_the_job(ledger_u
 def test_job_cancelled_while_being_submitted_gets_its_workflow_cancelled(ledger_url: str, conn, tmp_path: Path) -> None:
     job = jobs.enqueue(conn, "demo", {"sleep": 60}, tier="pro", queue_class="batch")
 
-    class CancelledMeanwhile(SubprocessBackend):
+    class CancelledMeanwhile(SubprocessRunner):
         def submit(self, j: Job) -> str:
             name = super().submit(j)
             jobs.cancel(conn, j.id, actor="operator")  # lands between creation and recording
@@ -275,8 +280,24 @@ def test_job_cancelled_while_being_submitted_gets_its_workflow_cancelled(ledger_
     c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1")
     c.run_once()
     c.close()
-    name = SubprocessBackend.workflow_name(job.id, 0)
+    name = SubprocessRunner.workflow_name(job.id, 0)
     assert c.active == {} and (tmp_path / "wf" / name / "cancelled").is_file()
     assert jobs.get_job(conn, job.id).status == JobStatus.CANCELLED
-    assert backend.status(name) == ("Failed", [], "cancelled")
+    assert backend.status(name) == RunStatus("Failed", (), "cancelled")
     assert not (tmp_path / "wf" / name / "finished").exists()
+
+
+def test_a_workflow_deleted_behind_the_coordinators_back_fails_its_job(ledger_url: str, conn, tmp_path: Path) -> None:
+    [job] = enqueue_mix(conn, 60, {"interactive": 1})
+    backend = SubprocessRunner(tmp_path / "wf")
+    c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1")
+    wait_until("the job to run", lambda: jobs.get_job(conn, job.id).status == JobStatus.RUNNING, step=c.run_once)
+    name = jobs.get_job(conn, job.id).workflow_name
+    backend.cancel(name)
+    shutil.rmtree(tmp_path / "wf" / name)  # gone from the runner: WorkflowNotFound, not a transient error
+    with pytest.raises(WorkflowNotFound):
+        backend.status(name)
+    c.run_once()
+    c.close()
+    final = jobs.get_job(conn, job.id)
+    assert (final.status, final.error) == (JobStatus.FAILED, f"no workflow {name} in {tmp_path / 'wf'}")

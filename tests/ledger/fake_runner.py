@@ -1,11 +1,8 @@
-"""What the coordinator drives: the Backend protocol, and SubprocessBackend, a real one-machine backend.
+"""The tests' WorkflowRunner: each job is a short real subprocess, all state on disk (was SubprocessBackend in
+kai_flows/ledger/backends.py; a test double, so it lives with the tests, not in the library).
 
-A backend runs one workflow per (job, attempt) and labels it with the job id and attempt *as it creates it*,
-so a coordinator that died between creating the workflow and recording its name finds it again with
-`find_by_label` instead of submitting twice. Phases are Argo's: Pending, Running, Succeeded, Failed, Error.
-The local-engine (local_backend.py) and Argo (argo_backend.py) backends implement the same protocol (for Argo:
-labels in the Workflow's metadata, and a deterministic metadata.name per job and attempt so a duplicate create
-fails with AlreadyExists).
+It labels and names workflows as the real runners do, so the coordinator's crash-safety tests hold for them too.
+The CLI reaches it as `--backend fake_runner:SubprocessRunner` (tests/ledger on the import path).
 """
 
 from __future__ import annotations
@@ -20,41 +17,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from kai_flows.ledger.errors import BackendError
+from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import Job, JobOutput
+from kai_flows.ledger.runner import RunStatus, job_workflow_name
 
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Error")
-
-
-def job_workflow_name(job_id: UUID | str, attempt: int) -> str:
-    """The workflow name of a job's attempt: deterministic, so a second create of the same attempt collides."""
-    return f"job-{UUID(str(job_id))}-{attempt}"
-
-
-class BackendStatus(NamedTuple):
-    phase: str  # one of PHASES
-    outputs: list[JobOutput]
-    message: str = ""
-
-
-class Backend(Protocol):
-    def submit(self, job: Job) -> str:
-        """Create the job's workflow, labelled with job.id and job.attempts; return its name."""
-
-    def status(self, workflow_name: str) -> BackendStatus | tuple[str, list[JobOutput]]:
-        """The workflow's phase and, once it succeeded, its outputs."""
-
-    def find_by_label(self, job_id: UUID | str, attempt: int) -> str | None:
-        """The workflow created for this job and attempt, if there is one."""
-
-    def cancel(self, workflow_name: str) -> None:
-        """Stop the workflow (a no-op once it has ended)."""
-
-
-# The job a SubprocessBackend workflow runs: sleep, write an output, exit with the requested code. It records
+# The job a SubprocessRunner workflow runs: sleep, write an output, exit with the requested code. It records
 # its own pid, start, end and exit status in its workflow folder, so a restarted coordinator can follow it.
 _RUNNER = r"""
 import json, os, sys, time
@@ -82,13 +51,15 @@ sys.exit(code)
 START_GRACE_S = 10.0
 
 
-class SubprocessBackend:
+class SubprocessRunner:
     """Runs each job as a short real subprocess; all its state lives in `state_dir`, none in this object.
 
     Job parameters: `sleep` (seconds), `exit_code` (0 succeeds), `output` (text written to out/result.txt).
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        if not state_dir:  # the CLI passes --state-dir, which may be missing
+            raise BackendError("the subprocess runner needs a state directory (--state-dir)")
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, subprocess.Popen] = {}
@@ -98,7 +69,7 @@ class SubprocessBackend:
     def _dir(self, name: str) -> Path:
         d = self.state_dir / name
         if not (d / "label.json").is_file():
-            raise BackendError(f"no workflow {name} in {self.state_dir}")
+            raise WorkflowNotFound(f"no workflow {name} in {self.state_dir}")
         return d
 
     def submit(self, job: Job) -> str:
@@ -141,35 +112,35 @@ class SubprocessBackend:
             return True
         return True
 
-    def status(self, workflow_name: str) -> BackendStatus:
+    def status(self, workflow_name: str) -> RunStatus:
         d = self._dir(workflow_name)
         if (d / "rc").is_file():
             self._children.pop(workflow_name, None)
             code = int((d / "rc").read_text())
             if code != 0:
-                return BackendStatus("Failed", [], f"exit code {code}")
-            return BackendStatus("Succeeded", self._outputs(d))
+                return RunStatus("Failed", (), f"exit code {code}")
+            return RunStatus("Succeeded", self._outputs(d))
         if (d / "pid").is_file():
             if self._alive(workflow_name, int((d / "pid").read_text())):
-                return BackendStatus("Running", [])
+                return RunStatus("Running")
             if (d / "rc").is_file():  # it finished between the two checks
                 return self.status(workflow_name)
             why = "cancelled" if (d / "cancelled").is_file() else "process ended without an exit status"
-            return BackendStatus("Failed", [], why)
+            return RunStatus("Failed", (), why)
         if (d / "cancelled").is_file():
-            return BackendStatus("Failed", [], "cancelled")
+            return RunStatus("Failed", (), "cancelled")
         if not (d / "launched").is_file():
             self._launch(workflow_name)  # created, then its creator died before starting it
         elif time.time() - (d / "launched").stat().st_mtime > START_GRACE_S:
-            return BackendStatus("Error", [], f"process did not start within {START_GRACE_S:.0f}s")
-        return BackendStatus("Pending", [])
+            return RunStatus("Error", (), f"process did not start within {START_GRACE_S:.0f}s")
+        return RunStatus("Pending")
 
-    def _outputs(self, d: Path) -> list[JobOutput]:
+    def _outputs(self, d: Path) -> tuple[JobOutput, ...]:
         out = d / "out"
         files = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else []
-        return [
+        return tuple(
             JobOutput(p.resolve().as_uri(), hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in files
-        ]
+        )
 
     def find_by_label(self, job_id: UUID | str, attempt: int) -> str | None:
         name = self.workflow_name(job_id, attempt)
@@ -196,24 +167,3 @@ class SubprocessBackend:
     def workflows(self) -> list[str]:
         """Every workflow this backend created (for tests and operators)."""
         return sorted(p.parent.name for p in self.state_dir.glob("*/label.json") if not p.parent.name.startswith("."))
-
-
-def make_backend(name: str, **options: str) -> Backend:
-    """The backend the CLI names: `local` (the engine; state in --state-dir, $KAI_LOCAL_BACKEND_DIR or the engine
-    cache), `argo` (kai_flows.submit; cluster and S3 from the environment) or `subprocess` (tests)."""
-    if name == "subprocess":
-        state = options.get("state_dir") or os.environ.get("KAI_SUBPROCESS_BACKEND_DIR")
-        if not state:
-            raise BackendError("the subprocess backend needs a state directory (--state-dir)")
-        return SubprocessBackend(state)
-    if name == "local":
-        from kai_flows.engine.runner import cache_dir
-        from kai_flows.ledger.local_backend import LocalEngineBackend
-
-        state = options.get("state_dir") or os.environ.get("KAI_LOCAL_BACKEND_DIR") or str(cache_dir() / "coordinator")
-        return LocalEngineBackend(state)
-    if name == "argo":
-        from kai_flows.ledger.argo_backend import ArgoBackend
-
-        return ArgoBackend.from_env()
-    raise BackendError(f"unknown backend {name!r}; known: local, argo, subprocess")
