@@ -149,29 +149,37 @@ class Zygote:
             self.proc.wait()
 
 
+ZygoteKey = tuple[str, tuple[tuple[str, str], ...]]  # (module, the template's fixed env, sorted)
+
+
 class ZygotePool:
-    """One zygote per step module, started lazily; `get` returns None when warm starts are off or failed."""
+    """One zygote per step module and fixed template env, started lazily; `get` returns None when warm starts
+    are off or failed. The env is part of the key because libraries read some variables once, at import
+    (OMP_NUM_THREADS sizes OpenMP's pool): a zygote that imported under other values could not honour them."""
 
     def __init__(self, env: dict[str, str], cwd: Path, enabled: bool = True) -> None:
         self.env, self.cwd, self.enabled = env, cwd, enabled
-        self._zygotes: dict[str, Zygote] = {}
+        self._zygotes: dict[ZygoteKey, Zygote] = {}
         self._lock = threading.Lock()
 
-    def prestart(self, modules: set[str]) -> None:
+    def _start(self, key: ZygoteKey) -> Zygote:
+        return Zygote(key[0], {**self.env, **dict(key[1])}, self.cwd)
+
+    def prestart(self, keys: set[ZygoteKey]) -> None:
         """Start the servers now, so their imports overlap the input upload instead of delaying a step."""
         if not self.enabled:
             return
         with self._lock:
-            for module in sorted(modules - set(self._zygotes)):
-                self._zygotes[module] = Zygote(module, self.env, self.cwd)
+            for key in sorted(keys - set(self._zygotes)):
+                self._zygotes[key] = self._start(key)
 
-    def get(self, module: str) -> Zygote | None:
+    def get(self, key: ZygoteKey) -> Zygote | None:
         if not self.enabled:
             return None
         with self._lock:
-            z = self._zygotes.get(module)
+            z = self._zygotes.get(key)
             if z is None:
-                z = self._zygotes[module] = Zygote(module, self.env, self.cwd)
+                z = self._zygotes[key] = self._start(key)
         return z if z.ok else None
 
     def close(self) -> None:

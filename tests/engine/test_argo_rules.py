@@ -178,3 +178,70 @@ def test_a_parameterised_active_deadline_is_resolved_when_the_pod_starts(run):
     assert r.phase == "Failed"
     assert r.nodes[r.name].message == "Pod was active on the node longer than the specified deadline (1s)"
     assert json.loads(r.record.read_text())["phase"] == "Failed"
+
+
+def test_the_process_runtime_refuses_a_literal_artifact_path_by_name(run, tmp_path):
+    """examples/artifact-passing.yaml writes `/tmp/hello_world.txt` literally: Argo collects it from the pod's own
+    /tmp; a host process would write the machine's /tmp, shared by every step. Refused before anything runs,
+    naming the field; the container runtime honours it."""
+    import pytest
+
+    from kai_flows.engine.model import TemplateError
+
+    doc = workflow([dag("main", [{"name": "gen", "template": "hello-world-to-file"}]),
+                    {"name": "hello-world-to-file",
+                     "container": {"image": "busybox", "command": ["sh", "-c"],
+                                   "args": ["echo hello world | tee /tmp/hello_world.txt"]},
+                     "outputs": {"artifacts": [{"name": "hello-art", "path": "/tmp/hello_world.txt",
+                                                "archive": {"none": {}}}]}}])
+    with pytest.raises(TemplateError, match=r"spec.templates\[hello-world-to-file\].outputs.artifacts\[hello-art\]"
+                                            r".path: the step is not given \{\{outputs.artifacts.hello-art.path\}\}"):
+        run(doc)
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_the_process_runtime_honours_env_and_gives_each_attempt_its_own_tmp(run, tmp_path):
+    """container.env reaches the step (variables substituted), as in a pod; an emptyDir at /tmp is the attempt's
+    own folder (TMPDIR), and an env value under /tmp points into it: two parallel steps never share it."""
+    show = ("import os, sys, pathlib; pathlib.Path(sys.argv[1]).write_text(' '.join(os.environ.get(k, '-') for k in "
+            "('OMP_NUM_THREADS', 'WHO', 'HOME', 'TMPDIR')))")
+    step = container("show", show, "{{outputs.parameters.env.path}}", params=[{"name": "who"}],
+                     outputs={"parameters": [{"name": "env", "valueFrom": {"path": "/tmp/env"}}]},
+                     volumes=[{"name": "scratch", "emptyDir": {}}])
+    step["container"]["env"] = [{"name": "OMP_NUM_THREADS", "value": "1"},
+                                {"name": "WHO", "value": "{{inputs.parameters.who}}"},
+                                {"name": "HOME", "value": "/tmp/home"}]
+    step["container"]["volumeMounts"] = [{"name": "scratch", "mountPath": "/tmp"}]
+    doc = workflow([dag("main", [{"name": f"s{i}", "template": "show", "arguments": {"parameters": [
+        {"name": "who", "value": f"w{i}"}]}} for i in range(2)]), step])
+    r = run(doc, keep_scratch=True)
+    assert r.phase == "Succeeded", r.message
+    seen = [r.node(f"s{i}").outputs["parameters"][0]["value"].split() for i in range(2)]
+    for i, (omp, who, home, tmpdir) in enumerate(seen):
+        assert (omp, who) == ("1", f"w{i}")
+        assert tmpdir != "/tmp" and Path(tmpdir).is_dir() and home == f"{tmpdir}/home"
+    assert seen[0][3] != seen[1][3]
+
+
+def test_the_process_runtime_refuses_pod_features_it_cannot_honour_by_name(run):
+    """sidecars, initContainers, volumes other than an emptyDir at /tmp: named with their field path, never
+    ignored (the container runtime honours emptyDir volumes anywhere)."""
+    import pytest
+
+    from kai_flows.engine.model import TemplateError
+
+    def doc(**extra) -> dict:
+        t = container("step", OK, **{k: v for k, v in extra.items() if k != "mounts"})
+        if "mounts" in extra:
+            t["container"]["volumeMounts"] = extra["mounts"]
+        return workflow([dag("main", [{"name": "a", "template": "step"}]), t])
+
+    with pytest.raises(TemplateError, match=r"spec.templates\[step\].sidecars: the process runtime"):
+        run(doc(sidecars=[{"name": "s", "image": "busybox"}]))
+    with pytest.raises(TemplateError, match=r"spec.templates\[step\].initContainers: the process runtime"):
+        run(doc(initContainers=[{"name": "i", "image": "busybox"}]))
+    with pytest.raises(TemplateError, match=r"volumeMounts\[data\].mountPath: '/data': the process runtime"):
+        run(doc(volumes=[{"name": "data", "emptyDir": {}}], mounts=[{"name": "data", "mountPath": "/data"}]))
+    with pytest.raises(TemplateError, match=r"volumeMounts\[host\]: volume 'host' is hostPath"):
+        run(doc(volumes=[{"name": "host", "hostPath": {"path": "/etc"}}], mounts=[{"name": "host",
+                                                                                  "mountPath": "/tmp"}]))
