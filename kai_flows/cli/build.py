@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, PolicyError
@@ -46,13 +47,14 @@ def compile_cmd(
             for line in drift:
                 print(line)
             if drift:
-                console.print(f"[red]{out} is out of date: run `make templates` and commit the result[/red]")
+                console.print(f"[red]{escape(str(out))} is out of date: run `make templates` and commit the "
+                              "result[/red]")
                 raise typer.Exit(1)
-            console.print(f"{out} is up to date")
+            console.print(f"{escape(str(out))} is up to date")
             return
         written = compile_all(out, registry, tag, digests=digests, settings=settings)
     except (PipelineError, PolicyError, ImageError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     for path in written:
         print(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -27,7 +28,7 @@ def sample_cmd(
     try:
         summary = render_sample_scene(out, views=views, width=width, height=height, seed=seed)
     except ValueError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     print(f"{out}: {summary.views} views of {summary.width}x{summary.height}, gt mesh {summary.mesh_faces} faces")
 
@@ -38,7 +39,7 @@ def _ensure_sample(folder: Path) -> Path:
     if not (folder / "images").is_dir():
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        console.print(f"rendering the sample scene into {folder} ...")
+        console.print(f"rendering the sample scene into {escape(str(folder))} ...")
         render_sample_scene(staging)
         staging.rename(folder)
     return folder
@@ -62,7 +63,7 @@ def demo_cmd(
     try:
         result = run_pipeline("reconstruction", parameters={"quality_tier": tier}, inputs={"images": source}, out=out)
     except EngineError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     seconds = time.perf_counter() - started
     outputs = {k: v for k, v in result.outputs.items() if v is not None}
@@ -78,7 +79,7 @@ def demo_cmd(
     table.add_row("run record", str(result.record))
     Console().print(table)
     if result.phase != "Succeeded":
-        console.print(f"[red]{result.message}[/red]")
+        console.print(f"[red]{escape(result.message)}[/red]")
         raise typer.Exit(1)
     if sample is not None and "cameras" in outputs and "mesh" in outputs:
         accuracy = evaluate(outputs["cameras"], sample / "gt_cameras", outputs["mesh"], sample / "gt_mesh.ply")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 
@@ -18,7 +19,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            console.print(f"[red]error:[/red] {flag} {item!r} must look like NAME=VALUE")
+            console.print(f"[red]error:[/red] {flag} {escape(repr(item))} must look like NAME=VALUE")
             raise typer.Exit(2)
         out[name] = value
     return out
@@ -77,7 +78,7 @@ def run_cmd(
         console.print(f"  output {name}: {escape(str(path)) if path else '(not produced)'}")
     console.print(f"  record: {escape(str(result.record))}")
     for w in result.warnings:
-        console.print(f"  [yellow]warning:[/yellow] {w}")
+        console.print(f"  [yellow]warning:[/yellow] {escape(w)}")
     if not result.succeeded:
         raise typer.Exit(1)
     rejection = result.outputs.get("rejection")
@@ -114,14 +115,15 @@ def runs_cmd(
         try:
             record = read_run(cache_dir(), run)
         except EngineError as e:
-            console.print(f"[red]error:[/red] {e}")
+            console.print(f"[red]error:[/red] {escape(str(e))}")
             raise typer.Exit(2) from None
         if as_json:
             print(json.dumps(record, indent=1))
             return
         kai = record.get("kai", {})
         console.print(f"{kai.get('name')} ({kai.get('template')}): {record.get('phase')} "
-                      f"{record.get('startedAt', '')} -> {record.get('finishedAt', '')} {record.get('message', '')}")
+                      f"{record.get('startedAt', '')} -> {record.get('finishedAt', '')} {record.get('message', '')}",
+                      markup=False)
         table = Table()
         for col in ("node", "phase", "timeline", "wall s", "cpu s", "peak MiB", "message"):
             table.add_column(col, no_wrap=col in ("node", "timeline"))
@@ -132,10 +134,10 @@ def runs_cmd(
                 continue  # DAG and fan-out group nodes: their children carry the figures
             k = n.get("kai", {})
             peak = k.get("peakMemoryBytes")
-            table.add_row(n.get("displayName", ""), n.get("phase", ""), bars.get(n.get("id", ""), ""),
+            table.add_row(Text(n.get("displayName", "")), n.get("phase", ""), bars.get(n.get("id", ""), ""),
                           str(k.get("wallSeconds", "")), str(k.get("cpuSeconds", "")),
                           f"{peak / 2**20:.0f}{' !' if k.get('overMemoryLimit') else ''}" if peak else "",
-                          n.get("message", "")[:60])
+                          Text(n.get("message", "")[:60]))
         Console().print(table)
         return
     rows = runs_table()

@@ -50,6 +50,26 @@ FAILED = ("Failed", "Error")
 _FROM = re.compile(r"^\{\{\s*tasks\.([a-zA-Z0-9][-a-zA-Z0-9]*)\.outputs\.artifacts\.([-a-zA-Z0-9_]+)\s*\}\}$")
 
 
+# An output parameter of a Skipped/Omitted task whose template declares no valueFrom.default: an "absent
+# optional" (scope.go addSkippedParamToScope, Argo 3.7.13+). A task argument that is exactly a reference to one
+# is not supplied (the input's own default applies, else the task fails); any other use of it is an error.
+ABSENT = "\x00kai-absent-optional\x00"
+_PURE_REF = re.compile(r"^\{\{\s*([^{}]+?)\s*\}\}$")
+
+
+def _absent_ref(value: str, scope: dict[str, str]) -> bool:
+    m = _PURE_REF.match(value)
+    return m is not None and scope.get(m.group(1)) == ABSENT
+
+
+def _substitute(text: str, scope: dict[str, str], what: str) -> str:
+    out = variables.substitute(text, scope)
+    if ABSENT in out:
+        raise EngineError(f"{what}: {text!r} references an absent optional (skipped/omitted node output with no "
+                          "default)")
+    return out
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^-a-zA-Z0-9_.():]", "_", name)[:200]
 
@@ -379,6 +399,10 @@ class DagRun:
                     children.append((index, unit.node.phase, params, outs.get("result")))
                 for k, v in loops.aggregate_outputs(name, children).items():
                     scope[k if k.startswith("tasks.") else f"{prefix}.{k}"] = v
+            elif n.phase in ("Skipped", "Omitted") and not n.outputs:
+                # addSkippedNodeOutputsToScope: the producer's valueFrom.default, else an absent optional
+                for op in self.ex.wf.templates[tr.task.template].output_params:
+                    scope[f"{prefix}.outputs.parameters.{op.name}"] = op.default if op.default is not None else ABSENT
             else:
                 outs = n.outputs or {}
                 if "exitCode" in outs:
@@ -485,9 +509,9 @@ class DagRun:
         try:
             items = loops.expand_items(
                 variables.substitute_obj(task.with_items, scope) if task.with_items is not None else None,
-                variables.substitute(task.with_param, scope) if task.with_param is not None else None,
+                _substitute(task.with_param, scope, "withParam") if task.with_param is not None else None,
                 variables.substitute_obj(task.with_sequence, scope) if task.with_sequence is not None else None)
-        except (variables.UnresolvedVariable, expressions.ExpressionError, ValueError, TypeError) as e:
+        except (variables.UnresolvedVariable, expressions.ExpressionError, EngineError, ValueError, TypeError) as e:
             tr.started = False
             self._settle_task(tr, "Error", f"task {task.name!r}: {e}", "Skipped")
             return
@@ -537,20 +561,27 @@ class DagRun:
 
         if task.when:
             try:
-                text = variables.substitute(task.when, scope)
+                text = _substitute(task.when, scope, "when")
                 run_it = expressions.evaluate_when(text)
-            except (variables.UnresolvedVariable, expressions.ExpressionError) as e:
+            except (variables.UnresolvedVariable, expressions.ExpressionError, EngineError) as e:
                 return settled("Error", f"when {task.when!r}: {e}")
             if not run_it:
                 return settled("Skipped", f"when '{text}' evaluated false")
         try:
-            args = {p.name: variables.substitute(p.value or "", scope) for p in task.params}
+            args: dict[str, str] = {}
+            for p in task.params:
+                if _absent_ref(p.value or "", scope):
+                    if next((i.value for i in tmpl.inputs if i.name == p.name), None) is None:
+                        raise EngineError(f"inputs.parameters.{p.name}: argument references an absent optional "
+                                          "(skipped/omitted node output with no default)")
+                    continue  # not supplied: the input's own default applies (ProcessArgs)
+                args[p.name] = _substitute(p.value or "", scope, f"argument {p.name!r}")
             params = ex.resolve_inputs(tmpl, args)
             arts: dict[str, tuple[str, str | None]] = {}
             given = {a.name: a for a in task.artifacts}
             for decl in tmpl.input_artifacts:
                 a = given.get(decl.name)
-                sub = variables.substitute(a.sub_path, scope) if a and a.sub_path else None
+                sub = _substitute(a.sub_path, scope, f"artifact {decl.name!r} subPath") if a and a.sub_path else None
                 key: str | None = None
                 if a is not None and a.from_ is not None:
                     m = _FROM.match(a.from_.strip())

@@ -106,6 +106,7 @@ class LiveProgress:
             return
         self.last = now
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=f"{self.title}  [{_STYLE.get(phase, 'white')}]{phase}[/]", expand=False)
         for col in ("task", "phase", "time", "retries", "last log line"):
@@ -114,13 +115,14 @@ class LiveProgress:
             if n.type not in ("Pod", "Retry", "Skipped") or "attempt" in n.kai:
                 continue
             style = _STYLE.get(n.phase, "white")
-            table.add_row(n.display_name, f"[{style}]{n.phase}[/]", _elapsed(n), str(n.kai.get("retries", "")),
-                          _last_log_line(n) if n.phase == "Running" else (n.message[:80] if n.phase != "Succeeded"
-                                                                          else ""))
+            # names and messages are data: `[name]` in them is text, not Rich markup
+            table.add_row(Text(n.display_name), f"[{style}]{n.phase}[/]", _elapsed(n), str(n.kai.get("retries", "")),
+                          Text(_last_log_line(n) if n.phase == "Running" else (n.message[:80] if n.phase != "Succeeded"
+                                                                               else "")))
         self.live.update(table)
 
     def note(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, markup=False, highlight=False)
 
     def close(self) -> None:
         self.live.stop()

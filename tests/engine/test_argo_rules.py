@@ -245,3 +245,44 @@ def test_the_process_runtime_refuses_pod_features_it_cannot_honour_by_name(run):
     with pytest.raises(TemplateError, match=r"volumeMounts\[host\]: volume 'host' is hostPath"):
         run(doc(volumes=[{"name": "host", "hostPath": {"path": "/etc"}}], mounts=[{"name": "host",
                                                                                   "mountPath": "/tmp"}]))
+
+
+def _skipped_producer_doc(*, producer_default: str | None, consumer_default: str | None) -> dict:
+    value_from: dict = {"path": "/tmp/out.txt"}
+    if producer_default is not None:
+        value_from["default"] = producer_default
+    consume = container("consume", "import sys; print(sys.argv[1])", "got [{{inputs.parameters.in}}]",
+                        params=[{"name": "in", **({"default": consumer_default} if consumer_default else {})}])
+    return workflow([
+        dag("main", [{"name": "producer", "template": "produce", "when": "false"},
+                     {"name": "consumer", "template": "consume", "depends": "producer.Succeeded || producer.Skipped",
+                      "arguments": {"parameters": [{"name": "in",
+                                                    "value": "{{tasks.producer.outputs.parameters.msg}}"}]}}]),
+        container("produce", OK, outputs={"parameters": [{"name": "msg", "valueFrom": value_from}]}),
+        consume])
+
+
+def test_a_skipped_producers_output_takes_its_declared_default(run):
+    """test/e2e TestDAGSkippedProducerOutputDefault (functional/dag-skipped-producer-default.yaml, Argo 3.7.13+):
+    a reference to a Skipped task's output resolves to the producer's valueFrom.default."""
+    r = run(_skipped_producer_doc(producer_default="hello-from-producer", consumer_default=None))
+    assert r.phase == "Succeeded", r.message
+    assert r.node("producer").phase == "Skipped"
+    assert r.node("consumer").outputs["result"] == "got [hello-from-producer]"
+
+
+def test_a_skipped_producers_output_without_default_falls_back_to_the_consumers_input_default(run):
+    """test/e2e TestDAGSkippedConsumerInputDefault (scope.go markAbsentOptionalArgs): an argument that is exactly
+    a reference to an absent optional is not supplied, so the consumer's own input default applies."""
+    r = run(_skipped_producer_doc(producer_default=None, consumer_default="fallback-from-input"))
+    assert r.phase == "Succeeded", r.message
+    assert r.node("consumer").outputs["result"] == "got [fallback-from-input]"
+
+
+def test_an_absent_optional_with_no_default_anywhere_errors_the_consumer(run):
+    """test/e2e TestDAGSkippedOutputRef (functional/dag-skipped-output-ref.yaml): no producer default and no
+    consumer default: the consumer is Error ("absent optional"), and so is the workflow."""
+    r = run(_skipped_producer_doc(producer_default=None, consumer_default=None))
+    assert r.phase == "Error"
+    consumer = r.node("consumer")
+    assert consumer.phase == "Error" and "absent optional" in consumer.message

@@ -67,3 +67,29 @@ def test_an_invalid_s3_bucket_name_is_one_line_and_nothing_runs(tmp_path):
                                   "lowercase letters, digits, dots and hyphens, starting and ending with a letter or "
                                   "digit)")
     assert not (tmp_path / "out").exists()
+
+
+def test_bracketed_names_in_messages_survive_the_console(tmp_path, seaweed_server, monkeypatch):
+    """Messages name fields as `spec.templates[name]` and steps print `[x]`: the console shows them as text
+    (Rich would take `[name]` for markup and drop it)."""
+    monkeypatch.setenv("KAI_CACHE_DIR", str(tmp_path / "cache"))
+    for k, v in seaweed_server.config("kai-cli-brackets").to_env().items():
+        monkeypatch.setenv(k, v)
+    doc = workflow([dag("main", [{"name": "t", "template": "boom"}]),
+                    container("boom", "import sys; print('boom in [stage-b] [red]', file=sys.stderr); sys.exit(3)")],
+                   name="brackets")
+    path = tmp_path / "brackets.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    res = runner.invoke(app(), ["run", str(path), "--out", str(tmp_path / "out")], terminal_width=200)
+    assert res.exit_code == 1
+    assert "boom in [stage-b] [red]" in res.output
+    name = json.loads((tmp_path / "out" / "run.json").read_text())["kai"]["name"]
+    res = runner.invoke(app(), ["runs", "show", name], terminal_width=250)
+    assert res.exit_code == 0
+    assert "[stage-b]" in res.output
+    bad = tmp_path / "bad.yaml"
+    doc["spec"]["templates"][0]["activeDeadlineSeconds"] = 5
+    bad.write_text(yaml.safe_dump(doc))
+    res = runner.invoke(app(), ["run", str(bad), "--out", str(tmp_path / "out2")], terminal_width=300)
+    assert res.exit_code == 2 and "spec.templates[main].activeDeadlineSeconds" in res.output
