@@ -25,6 +25,51 @@ def viewer_rotation(cam_axes: np.ndarray, cam_downs: np.ndarray) -> np.ndarray:
     return np.stack([x, up, z])
 
 
+def _row_order(*columns: np.ndarray) -> np.ndarray:
+    """Indices sorting rows by every column of the given (N, k) arrays, first array's first column most
+    significant: a total order, whatever order the rows came in."""
+    present = [c.reshape(len(c), -1) for c in columns if len(c)]
+    if not present:
+        return np.zeros(0, dtype=np.int64)
+    return np.lexsort(np.concatenate(present, axis=1).T[::-1])
+
+
+def canonical_points(pcd: o3d.geometry.PointCloud) -> o3d.geometry.PointCloud:
+    """The cloud with its points sorted by position (then normal, colour). Open3D's parallel TSDF extraction
+    emits the same points in a different order each run; everything downstream (outlier removal, normals,
+    Poisson) depends on that order."""
+    attrs = [np.asarray(a) for a in (pcd.points, pcd.normals, pcd.colors)]
+    order = _row_order(*attrs)
+    out = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(attrs[0][order]))
+    if pcd.has_normals():
+        out.normals = o3d.utility.Vector3dVector(attrs[1][order])
+    if pcd.has_colors():
+        out.colors = o3d.utility.Vector3dVector(attrs[2][order])
+    return out
+
+
+def canonical_mesh(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
+    """The mesh with vertices sorted by position (then normal, colour) and triangles sorted, each starting at its
+    lowest vertex (winding kept): the same surface gives the same arrays whatever order a parallel extraction
+    produced it in."""
+    V, N, C = (np.asarray(a) for a in (mesh.vertices, mesh.vertex_normals, mesh.vertex_colors))
+    order = _row_order(V, N, C)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    F = rank[np.asarray(mesh.triangles)]
+    if len(F):
+        shift = np.argmin(F, axis=1)[:, None]
+        F = np.take_along_axis(F, (np.arange(3) + shift) % 3, axis=1)  # a cyclic shift keeps the winding
+        F = F[np.lexsort(F.T[::-1])]
+    out = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(V[order]),
+                                    o3d.utility.Vector3iVector(F.astype(np.int32).reshape(-1, 3)))
+    if mesh.has_vertex_normals():
+        out.vertex_normals = o3d.utility.Vector3dVector(N[order])
+    if mesh.has_vertex_colors():
+        out.vertex_colors = o3d.utility.Vector3dVector(C[order])
+    return out
+
+
 def clean_mesh(mesh: o3d.geometry.TriangleMesh, min_component: float = 0.02, detached_component: float = 0.25,
                max_gap: float = 0.05) -> o3d.geometry.TriangleMesh:
     """Drop degenerate/duplicate faces, non-manifold edges, unreferenced vertices and floating debris: connected

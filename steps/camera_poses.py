@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,34 +121,52 @@ def _prior_kind(groups: list[_Group]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+def _reader_options(g: _Group) -> pycolmap.ImageReaderOptions:
+    ro = pycolmap.ImageReaderOptions()
+    ro.camera_model = g.model
+    if g.params:
+        ro.camera_params = ",".join(f"{v:.6f}" for v in g.params)
+    return ro
+
+
 def _sfm(image_dir: Path, groups: list[_Group], use: str, work: Path, max_image_size: int, num_threads: int,
-         seed: int) -> tuple[dict[int, pycolmap.Reconstruction], dict[str, float]]:
-    """Extract (one call per camera group), match and map; the database lives in ``work``."""
+         seed: int, deterministic: bool) -> tuple[dict[int, pycolmap.Reconstruction], dict[str, float]]:
+    """Extract (one call per camera group), match and map; the database lives in ``work``.
+
+    Reproducible with threads where pycolmap allows it: images are registered one by one in name order before the
+    threaded extraction (its writer numbers new images in the order threads finish them, and pairs, mapping order
+    and the model's ids all follow those numbers), and every two-view RANSAC restarts from ``seed`` (otherwise each
+    worker thread's generator carries on from whichever pairs it happened to verify before). Mapping is the one
+    stage that is not: Ceres sums bundle-adjustment residuals across threads in scheduling order, and the initial
+    pair search races between threads; ``deterministic`` maps on one thread.
+    """
     timings = {}
     db = work / "database.db"
+    pycolmap.Database.open(str(db)).close()
     t = time.perf_counter()
     eo = pycolmap.FeatureExtractionOptions()
     eo.max_image_size, eo.num_threads = max_image_size, num_threads
     for g in groups:
-        ro = pycolmap.ImageReaderOptions()
-        ro.camera_model = g.model
-        if g.params:
-            ro.camera_params = ",".join(f"{v:.6f}" for v in g.params)
+        ro = _reader_options(g)
+        pycolmap.import_images(db, image_dir, pycolmap.CameraMode.SINGLE, g.names, ro)
         pycolmap.extract_features(db, image_dir, image_names=g.names, camera_mode=pycolmap.CameraMode.SINGLE,
                                   reader_options=ro, extraction_options=eo, device=pycolmap.Device.cpu)
     timings["extract_s"] = time.perf_counter() - t
     t = time.perf_counter()
     mo = pycolmap.FeatureMatchingOptions()
     mo.num_threads = num_threads
+    vo = pycolmap.TwoViewGeometryOptions()
+    vo.ransac.random_seed = seed
     if use == "exhaustive":
-        pycolmap.match_exhaustive(db, matching_options=mo, device=pycolmap.Device.cpu)
+        pycolmap.match_exhaustive(db, matching_options=mo, verification_options=vo, device=pycolmap.Device.cpu)
     else:
         so = pycolmap.SequentialPairingOptions(overlap=10, quadratic_overlap=True)
-        pycolmap.match_sequential(db, matching_options=mo, pairing_options=so, device=pycolmap.Device.cpu)
+        pycolmap.match_sequential(db, matching_options=mo, pairing_options=so, verification_options=vo,
+                                  device=pycolmap.Device.cpu)
     timings["match_s"] = time.perf_counter() - t
     t = time.perf_counter()
     po = pycolmap.IncrementalPipelineOptions()
-    po.num_threads, po.random_seed = num_threads, seed
+    po.num_threads, po.random_seed = 1 if deterministic else num_threads, seed
     if all(g.exact for g in groups):
         # Known intrinsics: keep the focal length, refine the principal point (often off-centre by tens of px)
         # and the radial distortion.
@@ -160,8 +179,11 @@ def _sfm(image_dir: Path, groups: list[_Group], use: str, work: Path, max_image_
 @step(image="sfm", cpu="2", memory="6Gi", pool="cpu-optimized", timeout="2h")
 def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "exhaustive", "sequential"] = "auto",
                  min_registered_fraction: float = 0.6, max_image_size: int = 1600, num_threads: int = 2,
-                 seed: int = 0) -> PoseSummary:
-    """Pose the photos in ``images`` and write the COLMAP model and a summary into ``sparse``."""
+                 seed: int = 0, deterministic: bool = True) -> PoseSummary:
+    """Pose the photos in ``images`` and write the COLMAP model and a summary into ``sparse``.
+
+    With ``deterministic`` the same photos and parameters give the same model bytes (mapping runs on one thread;
+    extraction and matching keep ``num_threads``)."""
     images, sparse = Path(images), Path(sparse)
     if not images.is_dir():
         raise PoseEstimationError(f"input image folder {images} does not exist or is not a folder")
@@ -186,7 +208,8 @@ def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with tempfile.TemporaryDirectory(prefix="kai-sfm-") as work:
-            recs, timings = _sfm(image_dir, groups, use, Path(work), max_image_size, num_threads, seed)
+            recs, timings = _sfm(image_dir, groups, use, Path(work), max_image_size, num_threads, seed,
+                                  deterministic)
     except RuntimeError as exc:  # pycolmap reports failures as RuntimeErrors with long C++ messages
         raise PoseEstimationError(f"pycolmap failed on {image_dir}: {str(exc).strip().splitlines()[0]}") from None
 
@@ -210,9 +233,11 @@ def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "
     report = {**summary.model_dump(), "registered_images": sorted(posed), "models_found": len(recs),
               "cameras": {int(c.camera_id): {"model": c.model_name, "params": list(map(float, c.params))}
                           for c in rec.cameras.values()},
-              "timings": {k: round(v, 2) for k, v in timings.items()},
               "options": {"matcher": matcher, "max_image_size": max_image_size, "num_threads": num_threads,
-                          "seed": seed, "min_registered_fraction": min_registered_fraction}}
+                          "seed": seed, "deterministic": deterministic,
+                          "min_registered_fraction": min_registered_fraction}}
+    # Durations go to the step's log (and run.json), not into the model folder: same photos, same bytes.
+    print("camera_poses timings: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()), file=sys.stderr)
     (tmp / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     tmp.rename(sparse)
     return summary

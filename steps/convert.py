@@ -7,8 +7,8 @@ usdz is built with usd-core: a ``UsdGeom.Mesh`` with per-vertex ``displayColor``
 
 from __future__ import annotations
 
+import struct
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +28,6 @@ class ConvertSummary(BaseModel):
     files: dict[str, int]  # file name -> size in bytes
     num_vertices: int
     num_faces: int
-    seconds: float
 
 
 class ExportCheckError(RuntimeError):
@@ -83,6 +82,30 @@ def _write_usdz(mesh: trimesh.Trimesh, path: Path) -> None:
         stage.GetRootLayer().Save()
         if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(usdc)), str(path)):
             raise ExportCheckError(f"usd-core could not package {path.name}")
+    _clear_zip_times(path)
+
+
+_DOS_EPOCH = (0, 0x21)  # time 00:00:00, date 1980-01-01: the earliest a zip entry can carry
+
+
+def _clear_zip_times(path: Path) -> None:
+    """Set every entry's time in a zip (local and central headers) to 1980-01-01 00:00, in place.
+
+    usd-core stamps the packaging time into the usdz, the only bytes that differ between two packages of the same
+    stage. Patched rather than re-zipped: a usdz's entries are padded to 64-byte alignment, which zipfile drops."""
+    data = bytearray(path.read_bytes())
+    eocd = data.rfind(b"PK\x05\x06")
+    if eocd < 0:
+        raise ExportCheckError(f"{path.name} is not a zip archive")
+    count, _, pos = struct.unpack_from("<HII", data, eocd + 10)
+    for _ in range(count):
+        local = struct.unpack_from("<I", data, pos + 42)[0]
+        if data[pos:pos + 4] != b"PK\x01\x02" or data[local:local + 4] != b"PK\x03\x04":
+            raise ExportCheckError(f"{path.name}: unexpected zip layout")
+        struct.pack_into("<HH", data, pos + 12, *_DOS_EPOCH)
+        struct.pack_into("<HH", data, local + 10, *_DOS_EPOCH)
+        pos += 46 + sum(struct.unpack_from("<HHH", data, pos + 28))
+    path.write_bytes(data)
 
 
 def _read_counts(path: Path) -> tuple[int, int]:
@@ -141,7 +164,6 @@ def convert(
     basename: str = "model",
 ) -> ConvertSummary:
     """Write ``models/<basename>.<fmt>`` for each format plus ``models/summary.json``; every file is re-opened."""
-    t0 = time.perf_counter()
     wanted = [f.lower().lstrip(".") for f in formats]
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown:
@@ -161,6 +183,6 @@ def convert(
             _check(path, src)
             files[path.name] = path.stat().st_size
         summary = ConvertSummary(formats=list(dict.fromkeys(wanted)), files=files, num_vertices=len(src.vertices),
-                                 num_faces=len(src.faces), seconds=round(time.perf_counter() - t0, 3))
+                                 num_faces=len(src.faces))
         write_json(out / "summary.json", {**summary.model_dump(), "draco": draco})
     return summary

@@ -2,6 +2,9 @@
 
 It must not fail for want of a model: when ``models`` is absent (an earlier step failed) or the workflow did not
 succeed, the report says which step failed and why, from Argo's ``workflow.failures`` JSON.
+
+The report holds only what its inputs determine (no clock, no host): the same model and metrics give the same
+bytes. When and how long a run took is the engine's record (``run.json``), not the report's.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import html
 import io
 import json
 import platform
-import time
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,9 @@ def _fmt(v: Any) -> str:
 def _html(status: str, failures: list[dict[str, str]], previews: dict[str, bytes], manifest: dict[str, Any],
           notes: list[str]) -> str:
     ok = status == "Succeeded" and not failures and manifest["files"]
-    parts = [f"<h1>Reconstruction report: {html.escape(status)}</h1>",
-             f"<p>Workflow <b>{html.escape(manifest['workflow'] or '(unnamed)')}</b>, "
-             f"generated {html.escape(manifest['generated_at'])}.</p>"]
+    parts = [f"<h1>Reconstruction report: {html.escape(status)}</h1>"]
+    if manifest["workflow"]:
+        parts.append(f"<p>Workflow <b>{html.escape(manifest['workflow'])}</b>.</p>")
     if status == "Rejected":
         parts.append('<section class="failed"><h2>Rejected</h2>')
         parts += [f"<p>Rejected by the <b>{html.escape(f['step'])}</b>: {html.escape(f['message'])}</p>"
@@ -185,7 +186,6 @@ def finalize(
     manifest: dict[str, Any] = {
         "workflow": workflow_name,
         "status": workflow_status,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "failures": failure_list,
         "files": [{"path": str(p.relative_to(base)) if base else p.name, "size": p.stat().st_size,
                    "sha256": _sha256(p)} for p in files],
@@ -197,12 +197,10 @@ def finalize(
     src = _preview_source(files)
     if src is not None:
         try:
-            t0 = time.perf_counter()
             for name, img in _render_previews(src).items():
                 buf = io.BytesIO()
                 Image.fromarray(img).save(buf, format="PNG")
                 previews[f"preview_{name}.png"] = buf.getvalue()
-            manifest["preview_seconds"] = round(time.perf_counter() - t0, 3)
         except Exception as exc:  # a broken model must not cost the report; say so in it instead
             notes.append(f"previews could not be rendered from {src.name}: {exc}")
     elif files:

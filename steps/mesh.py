@@ -8,7 +8,6 @@ Poisson density, or far from every input point). ``tsdf``: the TSDF's marching-c
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +27,6 @@ class MeshSummary(BaseModel):
     num_vertices: int
     num_faces: int
     watertight: bool
-    seconds: float
 
 
 def _read_points(dense: Path) -> o3d.geometry.PointCloud:
@@ -41,14 +39,18 @@ def _read_points(dense: Path) -> o3d.geometry.PointCloud:
     return pcd
 
 
-def _poisson(pcd: o3d.geometry.PointCloud, voxel: float, trim_quantile: float) -> o3d.geometry.TriangleMesh:
+def _poisson(pcd: o3d.geometry.PointCloud, voxel: float, trim_quantile: float,
+             deterministic: bool) -> o3d.geometry.TriangleMesh:
     pts = np.asarray(pcd.points)
     if not pcd.has_normals():
         pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
         pcd.orient_normals_towards_camera_location(pts.mean(0) + np.array([0.0, 0.0, bbox_diagonal(pts)]))
     # One octree cell per ~voxel across the cloud: finer depth only fits noise.
     depth = int(np.clip(np.ceil(np.log2(bbox_diagonal(pts) / max(voxel, 1e-9))), 6, 11))
-    mesh, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(pcd, depth=depth, linear_fit=True)
+    # Open3D's threaded Poisson sums in scheduling order: the surface differs in its last bits on every run (and by
+    # tens of faces after trimming and cleaning). On one thread it is the same every time.
+    mesh, dens = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
+        pcd, depth=depth, linear_fit=True, n_threads=1 if deterministic else -1)
     dens = np.asarray(dens)
     # Trim the balloon Poisson closes the surface with: low-density vertices and those far from any point.
     far, _ = cKDTree(pts).query(np.asarray(mesh.vertices), workers=-1)
@@ -65,9 +67,10 @@ def mesh(
     method: Literal["poisson", "tsdf"] = "poisson",
     face_budget: int = 200000,
     trim_quantile: float = 0.05,
+    deterministic: bool = True,
 ) -> MeshSummary:
-    """Write ``mesh/mesh.ply`` (vertex colours and normals) and ``mesh/summary.json``."""
-    t0 = time.perf_counter()
+    """Write ``mesh/mesh.ply`` (vertex colours and normals) and ``mesh/summary.json``; with ``deterministic`` the
+    same points always give the same bytes (Poisson on one thread)."""
     dense = Path(dense)
     if method not in ("poisson", "tsdf"):
         raise ReconstructionInputError(f"mesh method must be 'poisson' or 'tsdf', not {method!r}")
@@ -85,7 +88,7 @@ def mesh(
         surface = o3d.io.read_triangle_mesh(str(path))
     else:
         spacing = float(meta.get("voxel_size") or np.mean(pcd.compute_nearest_neighbor_distance()))
-        surface = _poisson(pcd, spacing, trim_quantile)
+        surface = _poisson(pcd, spacing, trim_quantile, deterministic)
     surface = decimate(clean_mesh(surface), face_budget)
     if len(surface.triangles) == 0:
         raise ReconstructionInputError(f"no surface survived cleaning of the {len(pcd.points)} points in {dense}")
@@ -96,7 +99,7 @@ def mesh(
         o3d.io.write_triangle_mesh(str(out / "mesh.ply"), surface, write_ascii=False, write_vertex_normals=True,
                                    write_vertex_colors=True)
         summary = MeshSummary(method=method, num_vertices=len(surface.vertices), num_faces=len(surface.triangles),
-                              watertight=bool(surface.is_watertight()), seconds=round(time.perf_counter() - t0, 3))
+                              watertight=bool(surface.is_watertight()))
         write_json(out / "summary.json", {**summary.model_dump(), "face_budget": face_budget,
                                           "viewer_from_model": meta.get("viewer_from_model")})
     return summary

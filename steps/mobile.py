@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ class LodSummary(BaseModel):
     max_error: list[float]  # symmetric Hausdorff distance to the source, as a fraction of its bounding-box diagonal
     mean_error: list[float]  # mean of the same distances, same unit
     colors: bool
-    seconds: float
 
 
 class PackageSummary(BaseModel):
@@ -52,7 +50,6 @@ class PackageSummary(BaseModel):
     usdz_faces: int
     usdz_bytes: int
     compression_ratio: float  # plain glb bytes / Draco glb bytes of the shipped LOD
-    seconds: float
 
 
 def _lod_targets(levels: list[float], faces: int, max_faces: int) -> list[int]:
@@ -87,7 +84,6 @@ def mobile_lods(
     max_faces: int = 100000,
 ) -> LodSummary:
     """Write ``lods/lod{i}.ply`` (finest first) and ``lods/summary.json`` with face counts and errors."""
-    t0 = time.perf_counter()
     src_path = find_model(Path(models))
     src = load_model(src_path)
     targets = _lod_targets(levels, len(src.faces), max_faces)
@@ -110,7 +106,7 @@ def mobile_lods(
         summary = LodSummary(
             source=src_path.name, source_faces=len(src.faces), faces=[r["faces"] for r in rows],
             max_error=[round(r["max_error"], 6) for r in rows], mean_error=[round(r["mean_error"], 6) for r in rows],
-            colors=src.visual.kind == "vertex", seconds=round(time.perf_counter() - t0, 3),
+            colors=src.visual.kind == "vertex",
         )
         write_json(out / "summary.json", {**summary.model_dump(), "diagonal": diag, "lods": rows})
     return summary
@@ -163,7 +159,6 @@ def mobile_package(
     quantization_bits: int = 14,
 ) -> PackageSummary:
     """Write ``package/model.glb`` (Draco), ``package/model.usdz``, ``package/lods/lod{i}.glb`` and a summary."""
-    t0 = time.perf_counter()
     if glb_budget_kb <= 0 or usdz_budget_kb <= 0:
         raise ReconstructionInputError(f"budgets must be positive; got glb_budget_kb={glb_budget_kb}, "
                                        f"usdz_budget_kb={usdz_budget_kb}")
@@ -190,7 +185,7 @@ def mobile_package(
         summary = PackageSummary(
             glb_lod=rows[g]["lod"], glb_faces=rows[g]["faces"], glb_bytes=rows[g]["glb_bytes"],
             usdz_lod=rows[u]["lod"], usdz_faces=rows[u]["faces"], usdz_bytes=(out / "model.usdz").stat().st_size,
-            compression_ratio=rows[g]["compression_ratio"], seconds=round(time.perf_counter() - t0, 3),
+            compression_ratio=rows[g]["compression_ratio"],
         )
         write_json(out / "summary.json", {**summary.model_dump(), "glb_budget_kb": glb_budget_kb,
                                           "usdz_budget_kb": usdz_budget_kb, "quantization_bits": quantization_bits,

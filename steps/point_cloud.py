@@ -10,7 +10,6 @@ rotation is recorded in ``summary.json`` so metrics can map it back onto the mod
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._colmap import ReconstructionInputError, load_views
-from steps._geometry import viewer_rotation
+from steps._geometry import canonical_mesh, canonical_points, viewer_rotation
 from steps._io import staged_dir, write_json
 from steps._stereo import depth_maps, fuse
 
@@ -33,7 +32,6 @@ class PointCloudSummary(BaseModel):
     num_views: int
     num_depth_maps: int
     voxel_size: float
-    seconds: float
 
 
 # Peak RSS measured: 0.85 GiB (11 views, 1000 px, medium), 1.5 GiB (30 views), 1.9 GiB (11 views, 1600 px, high).
@@ -47,7 +45,6 @@ def point_cloud(
     min_views: float = 3.0,
 ) -> PointCloudSummary:
     """Dense coloured points (``dense/points.ply``), the TSDF surface (``dense/tsdf_mesh.ply``), ``summary.json``."""
-    t0 = time.perf_counter()
     if density not in DENSITY:
         raise ReconstructionInputError(f"density must be one of {sorted(DENSITY)}, not {density!r}")
     if not Path(images).is_dir():
@@ -63,13 +60,13 @@ def point_cloud(
         fusion = fuse(maps, voxels_across)
         valid = [round(float(np.mean(m.depth > 0)), 4) for m in maps]
     threshold = min(min_views, max(1.0, len(maps) - 1.0))
-    pcd = fusion.grid.extract_point_cloud(weight_threshold=threshold).to_legacy()
+    pcd = canonical_points(fusion.grid.extract_point_cloud(weight_threshold=threshold).to_legacy())
     if len(pcd.points) >= 50:
         pcd, _ = pcd.remove_statistical_outlier(nb_neighbors=20, std_ratio=2.0)
     if len(pcd.points) == 0:
         raise ReconstructionInputError(
             f"the depth maps of {len(pv.views)} views did not agree anywhere (weight threshold {threshold})")
-    mesh = fusion.grid.extract_triangle_mesh(weight_threshold=threshold).to_legacy()
+    mesh = canonical_mesh(fusion.grid.extract_triangle_mesh(weight_threshold=threshold).to_legacy())
 
     # TSDF colour averages can stray just outside [0, 1].
     pcd.colors = o3d.utility.Vector3dVector(np.clip(np.asarray(pcd.colors), 0.0, 1.0))
@@ -81,7 +78,7 @@ def point_cloud(
         o3d.io.write_point_cloud(str(out / "points.ply"), pcd, write_ascii=False)
         o3d.io.write_triangle_mesh(str(out / "tsdf_mesh.ply"), mesh, write_ascii=False)
         summary = PointCloudSummary(num_points=len(pcd.points), num_views=len(pv.views), num_depth_maps=len(maps),
-                                    voxel_size=fusion.voxel, seconds=round(time.perf_counter() - t0, 3))
+                                    voxel_size=fusion.voxel)
         write_json(out / "summary.json", {
             **summary.model_dump(),
             "density": density,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import pickle
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,6 @@ class FieldSummary(BaseModel):
     iterations: int
     grid: list[int]
     num_views: int
-    seconds: float
     device: str
 
 
@@ -223,7 +221,6 @@ def radiance_field(
     device: Literal["auto", "cpu", "cuda"] = "auto",
 ) -> FieldSummary:
     """Write ``field/field.pt`` (grids, box, viewer rotation) and ``field/summary.json``."""
-    t0 = time.perf_counter()
     dev = _device(device)
     for name, value, least in (("iterations", iterations, 1), ("grid_size", grid_size, 8),
                                ("rays_per_batch", rays_per_batch, 1), ("max_image_size", max_image_size, 16)):
@@ -240,8 +237,7 @@ def radiance_field(
         torch.save({**torch_field.state(), **cams, "viewer_from_model": torch.as_tensor(rot)}, out / "field.pt")
         summary = FieldSummary(psnr=scores["psnr"], baseline_psnr=scores["baseline_psnr"],
                                train_psnr=scores["train_psnr"], iterations=iterations,
-                               grid=list(torch_field.shape), num_views=len(views),
-                               seconds=round(time.perf_counter() - t0, 3), device=str(dev))
+                               grid=list(torch_field.shape), num_views=len(views), device=str(dev))
         write_json(out / "summary.json", {**summary.model_dump(), **scores, "grid_size": grid_size,
                                           "rays_per_batch": rays_per_batch, "max_image_size": max_image_size,
                                           "seed": seed, "views": [v.name for v in views],
@@ -306,7 +302,6 @@ def field_mesh(
 ) -> MeshSummary:
     """Marching cubes on per-voxel opacity at ``level`` (default 0.5), faces no training camera sees dropped,
     vertex colours rendered from the field head-on: ``mesh/mesh.ply`` and ``mesh/summary.json``."""
-    t0 = time.perf_counter()
     level = DEFAULT_LEVEL if level is None else float(level)
     if not 0.0 < level < 1.0:
         raise RadianceFieldError(f"level is an opacity and must lie strictly between 0 and 1, not {level}")
@@ -338,8 +333,7 @@ def field_mesh(
         o3d.io.write_triangle_mesh(str(out / "mesh.ply"), surface, write_ascii=False, write_vertex_normals=True,
                                    write_vertex_colors=True)
         summary = MeshSummary(method="radiance_field", num_vertices=len(surface.vertices),
-                              num_faces=len(surface.triangles), watertight=bool(surface.is_watertight()),
-                              seconds=round(time.perf_counter() - t0, 3))
+                              num_faces=len(surface.triangles), watertight=bool(surface.is_watertight()))
         write_json(out / "summary.json", {**summary.model_dump(), "face_budget": face_budget, "level": level,
                                           "viewer_from_model": rot.round(12).tolist()})
     return summary

@@ -43,6 +43,7 @@ class Front:
     plan: Task
     preprocessed: ArtifactRef
     poses: Task
+    deterministic: ParamRef
 
 
 def _front(p: Pipeline) -> Front:
@@ -51,21 +52,26 @@ def _front(p: Pipeline) -> Front:
                    description="draft, standard or high: working resolution, dense density, face budget")
     min_registered = p.param("min_registered_fraction", float, default=0.6,
                              description="fail when SfM registers a smaller fraction of the images")
+    # On by default: it costs little (bench/determinism.py) and a re-run or resume that changes the model is a surprise.
+    deterministic = p.param("deterministic", bool, default=True,
+                            description="same photos and parameters give byte-identical outputs: SfM mapping and "
+                                        "Poisson meshing run on one thread; false uses every thread")
     # The quality gate: one assessment per image, in parallel, then a verdict.
     listed = p.task(list_images, images=images)
     name = p.each(listed["names"])
     scored = p.task(assess_image, image_name=name, image=images.sub(name))
     gate = p.task(aggregate_quality, name="quality-gate", images=images, scores=scored.result)
     verdict = gate["verdict"]
+    # The rejection and success reports leave out the run's (random) name: same photos, same report bytes.
     p.task(finalize, name="report-rejection", workflow_status="Rejected", failures=gate["reasons"],
-           metrics=gate.result, workflow_name=WORKFLOW_NAME, when=verdict == "reject")
+           metrics=gate.result, when=verdict == "reject")
     plan = p.task(plan_reconstruction, quality_tier=tier, verdict=verdict, when=verdict != "reject")
     # `.Succeeded`: when the plan is skipped (rejected set) everything after it is Omitted, not run.
     pre = p.task(preprocess, images=images, max_image_size=plan["max_image_size"], enhance=plan["enhance"],
                  depends=f"{plan.name}.Succeeded")
     poses = p.task(camera_poses, images=pre["out"], max_image_size=plan["max_image_size"],
-                   min_registered_fraction=min_registered)
-    return Front(gate, plan, pre["out"], poses)
+                   min_registered_fraction=min_registered, deterministic=deterministic)
+    return Front(gate, plan, pre["out"], poses, deterministic)
 
 
 def _tail(p: Pipeline, front: Front, surface: Task, surface_metrics: dict[str, ParamRef]) -> None:
@@ -74,7 +80,7 @@ def _tail(p: Pipeline, front: Front, surface: Task, surface_metrics: dict[str, P
     draco = p.param("draco", bool, default=False, description="Draco-compress the glb")
     models = p.task(convert, mesh=surface["mesh"], formats=formats, draco=draco)
     pre = p.tasks["preprocess"]
-    final = p.task(finalize, models=models["models"], workflow_status="Succeeded", workflow_name=WORKFLOW_NAME,
+    final = p.task(finalize, models=models["models"], workflow_status="Succeeded",
                    metrics=json_object(quality=front.gate.result, preprocess=pre.result,
                                        camera_poses=front.poses.result, **surface_metrics, convert=models.result))
     on_failure = p.on_exit(finalize, when=WORKFLOW_STATUS != "Succeeded", workflow_status=WORKFLOW_STATUS,
@@ -99,7 +105,8 @@ def build() -> Pipeline:
                      description="surface from the dense points (poisson) or the fused depth maps (tsdf)")
     dense = p.task(point_cloud, images=front.preprocessed, sparse=front.poses["sparse"],
                    max_image_size=front.plan["dense_image_size"], density=front.plan["density"])
-    surface = p.task(mesh, dense=dense["dense"], method=method, face_budget=front.plan["face_budget"])
+    surface = p.task(mesh, dense=dense["dense"], method=method, face_budget=front.plan["face_budget"],
+                     deterministic=front.deterministic)
     _tail(p, front, surface, {"point_cloud": dense.result, "mesh": surface.result})
     return p
 
