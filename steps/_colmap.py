@@ -6,9 +6,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pycolmap
+import lazy_loader as lazy
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+cv2 = lazy.load("cv2")
+np = lazy.load("numpy")
+pycolmap = lazy.load("pycolmap")
+
 
 MODEL_FILES = ("cameras", "images", "points3D")
 

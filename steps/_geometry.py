@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import fast_simplification
-import numpy as np
-import open3d as o3d
-import trimesh
-from scipy.spatial import cKDTree
+import lazy_loader as lazy
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+fast_simplification = lazy.load("fast_simplification")
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
+scipy = lazy.load("scipy")
+trimesh = lazy.load("trimesh")
+
 
 
 def viewer_rotation(cam_axes: np.ndarray, cam_downs: np.ndarray) -> np.ndarray:
@@ -106,7 +110,7 @@ def _detached(mesh: o3d.geometry.TriangleMesh, labels: np.ndarray, counts: np.nd
         return vertices[np.unique(faces[order[bounds[c]:bounds[c + 1]]])]
 
     main = points(int(np.argmax(counts)))
-    tree, limit = cKDTree(main), max_gap * bbox_diagonal(main)
+    tree, limit = scipy.spatial.cKDTree(main), max_gap * bbox_diagonal(main)
     for c in candidates:
         gap, _ = tree.query(points(c), workers=-1)
         detached[c] = gap.min() > limit
@@ -122,7 +126,7 @@ def decimate(mesh: o3d.geometry.TriangleMesh, face_budget: int) -> o3d.geometry.
     v2, f2 = fast_simplification.simplify(V, F, target_count=int(face_budget))
     out = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v2), o3d.utility.Vector3iVector(f2.astype(np.int32)))
     if mesh.has_vertex_colors() and len(v2):
-        _, idx = cKDTree(V).query(v2, workers=-1)
+        _, idx = scipy.spatial.cKDTree(V).query(v2, workers=-1)
         out.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertex_colors)[idx])
     out.remove_degenerate_triangles()
     out.remove_duplicated_triangles()
@@ -166,14 +170,14 @@ def mesh_scores(recon: trimesh.Trimesh, gt: trimesh.Trimesh, taus: list[float], 
 
     Points are sampled uniformly on each surface. With ``exact`` each sample's distance is to the other *surface*
     (no bias from the sample spacing, which at 200k samples can exceed a small tau); otherwise to the other
-    sample set through a cKDTree, the classic Tanks-and-Temples definition."""
+    sample set through a scipy.spatial.cKDTree, the classic Tanks-and-Temples definition."""
     r = sample_surface(recon, samples, seed)
     g = sample_surface(gt, samples, seed + 1)
     if exact:
         d_rg, d_gr = surface_distance(r, gt), surface_distance(g, recon)
     else:
-        d_rg, _ = cKDTree(g).query(r, workers=-1)
-        d_gr, _ = cKDTree(r).query(g, workers=-1)
+        d_rg, _ = scipy.spatial.cKDTree(g).query(r, workers=-1)
+        d_gr, _ = scipy.spatial.cKDTree(r).query(g, workers=-1)
     # d_rg: how close the reconstruction lies to the truth (precision); d_gr: how much truth is covered (recall).
     chamfer = float((d_rg.mean() + d_gr.mean()) / 2)
     out = []

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pycolmap
+import lazy_loader as lazy
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+pycolmap = lazy.load("pycolmap")
+
 
 
 @dataclass(frozen=True)

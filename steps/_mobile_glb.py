@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import struct
 
-import DracoPy
-import numpy as np
-import trimesh
+import lazy_loader as lazy
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+DracoPy = lazy.load("DracoPy")
+np = lazy.load("numpy")
+trimesh = lazy.load("trimesh")
+
 
 DRACO_EXT = "KHR_draco_mesh_compression"
 COMPRESSION_LEVEL = 7  # 0-10; 7 is Draco's default speed/size balance (10 saves ~5% for 2-3x the time)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import fast_simplification
-import numpy as np
-import trimesh
-from scipy.spatial import cKDTree
+import lazy_loader as lazy
 
 from steps._colmap import ReconstructionInputError
 from steps.convert import _load_input  # private in convert, reused for its clear read/no-faces errors
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+fast_simplification = lazy.load("fast_simplification")
+np = lazy.load("numpy")
+scipy = lazy.load("scipy")
+trimesh = lazy.load("trimesh")
 
 MODEL_SUFFIXES = (".ply", ".glb", ".obj")  # in order of preference: ply carries vertex colours losslessly
 
@@ -77,7 +80,7 @@ def decimate(mesh: trimesh.Trimesh, faces: int, colors_from: trimesh.Trimesh | N
     # fast-simplification moves and merges vertices but knows nothing of colours: the closest source vertex
     # to each surviving one lies on the patch it collapsed, so its colour is the local one.
     if source.visual.kind == "vertex":
-        _, idx = cKDTree(source.vertices).query(v)
+        _, idx = scipy.spatial.cKDTree(source.vertices).query(v)
         rgba = np.asarray(source.visual.vertex_colors, dtype=np.uint8)[idx]
     out = trimesh.Trimesh(v, f, vertex_colors=rgba, process=False)
     out.remove_unreferenced_vertices()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-import open3d as o3d
-import open3d.core as o3c
+import lazy_loader as lazy
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
+
 
 BACKGROUND = np.array([245, 245, 245], dtype=np.float32)
 
@@ -31,10 +34,10 @@ def render(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, e
     """An RGB uint8 image: barycentric-interpolated vertex colours (grey if none) times two-sided Lambert shading
     from a light at the eye, on a light background."""
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3c.Tensor(vertices.astype(np.float32)), o3c.Tensor(faces.astype(np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
     rays = look_at_rays(np.asarray(eye, float), np.asarray(target, float), np.asarray(up, float), fov_deg, width,
                         height)
-    ans = scene.cast_rays(o3c.Tensor(rays))
+    ans = scene.cast_rays(o3d.core.Tensor(rays))
     hit = np.isfinite(ans["t_hit"].numpy())
     prim = ans["primitive_ids"].numpy()[hit].astype(np.int64)
     normals = ans["primitive_normals"].numpy()[hit]

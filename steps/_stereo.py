@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-import open3d as o3d
-import open3d.core as o3c
+import lazy_loader as lazy
 
 from steps._colmap import PosedViews, View
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+cv2 = lazy.load("cv2")
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
 
 # Mean absolute Sobel response (grey levels) below which a matching window counts as textureless.
 MIN_TEXTURE = 4.0
@@ -230,15 +232,15 @@ def fuse(maps: list[DepthMap], voxels_across: int, block_count: int | None = Non
             keys.update(np.unique((k[:, 0] << 42) | (k[:, 1] << 21) | k[:, 2]).tolist())
         block_count = len(keys) * 3 + 1000
     grid = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+        attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3d.core.float32, o3d.core.float32, o3d.core.float32),
         attr_channels=((1), (1), (3)), voxel_size=voxel, block_resolution=block, block_count=block_count,
-        device=o3c.Device("CPU:0"))
+        device=o3d.core.Device("CPU:0"))
     for m in maps:
         depth, _ = _clipped(m, lo, hi)
-        d = o3d.t.geometry.Image(o3c.Tensor(depth.astype(np.float32)))
-        c = o3d.t.geometry.Image(o3c.Tensor(np.asarray(m.color, dtype=np.float32) / 255.0))
-        K = o3c.Tensor(m.K, o3c.float64)
-        E = o3c.Tensor(m.E, o3c.float64)
+        d = o3d.t.geometry.Image(o3d.core.Tensor(depth.astype(np.float32)))
+        c = o3d.t.geometry.Image(o3d.core.Tensor(np.asarray(m.color, dtype=np.float32) / 255.0))
+        K = o3d.core.Tensor(m.K, o3d.core.float64)
+        E = o3d.core.Tensor(m.E, o3d.core.float64)
         zmax = float(depth.max()) * 1.01
         coords = grid.compute_unique_block_coordinates(d, K, E, 1.0, zmax)
         grid.integrate(coords, d, c, K, E, 1.0, zmax)

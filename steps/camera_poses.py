@@ -19,14 +19,17 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import pycolmap
+import lazy_loader as lazy
 from PIL import ExifTags, Image
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._colmap import image_folder
 from steps._imageio import IMAGE_SUFFIXES
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+pycolmap = lazy.load("pycolmap")
 
 MIN_IMAGES = 3
 EXHAUSTIVE_MAX = 60  # above this many images "auto" pairs each image with its sequence neighbours only

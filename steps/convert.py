@@ -12,13 +12,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import trimesh
+import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._colmap import ReconstructionInputError
 from steps._io import staged_dir, write_json
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+trimesh = lazy.load("trimesh")
 
 FORMATS = ("glb", "obj", "ply", "stl", "usdz")
 

@@ -19,14 +19,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import trimesh
+import lazy_loader as lazy
 from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import OptionalIn, Out, step
 from steps._io import staged_dir, write_json
 from steps._render import preview_views
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+trimesh = lazy.load("trimesh")
 
 VERSIONED = ("pycolmap", "open3d", "trimesh", "numpy", "opencv-python-headless", "usd-core")
 # Preferred order for the preview source: PLY keeps vertex colours and loads fastest.

@@ -11,15 +11,18 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import open3d as o3d
+import lazy_loader as lazy
 from pydantic import BaseModel
-from scipy.spatial import cKDTree
 
 from kai_flows.step import In, Out, step
 from steps._colmap import ReconstructionInputError
 from steps._geometry import bbox_diagonal, clean_mesh, decimate
 from steps._io import staged_dir, write_json
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
+scipy = lazy.load("scipy")
 
 
 class MeshSummary(BaseModel):
@@ -53,7 +56,7 @@ def _poisson(pcd: o3d.geometry.PointCloud, voxel: float, trim_quantile: float,
         pcd, depth=depth, linear_fit=True, n_threads=1 if deterministic else -1)
     dens = np.asarray(dens)
     # Trim the balloon Poisson closes the surface with: low-density vertices and those far from any point.
-    far, _ = cKDTree(pts).query(np.asarray(mesh.vertices), workers=-1)
+    far, _ = scipy.spatial.cKDTree(pts).query(np.asarray(mesh.vertices), workers=-1)
     drop = (dens < np.quantile(dens, trim_quantile)) | (far > 3.0 * voxel)
     mesh.remove_vertices_by_mask(drop)
     return mesh

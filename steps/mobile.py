@@ -12,8 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-import trimesh
+import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
@@ -24,6 +23,10 @@ from steps._mobile_lod import SurfaceDistance, decimate, find_model, load_model
 
 # convert's usdz writer and re-open check are private there; reused so both steps write the same usdz.
 from steps.convert import ExportCheckError, _check, _load_input, _write_usdz
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+trimesh = lazy.load("trimesh")
 
 MIN_FACES = 4  # a tetrahedron: below this a LOD is no longer a surface
 _LOD_NAME = re.compile(r"^lod(\d+)\.ply$")

@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import open3d as o3d
+import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
@@ -22,6 +21,10 @@ from steps._colmap import ReconstructionInputError, load_views
 from steps._geometry import canonical_mesh, canonical_points, viewer_rotation
 from steps._io import staged_dir, write_json
 from steps._stereo import depth_maps, fuse
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
 
 # density -> (voxels across the scene's diagonal, stereo partners per view)
 DENSITY = {"low": (256, 1), "medium": (400, 2), "high": (600, 3)}

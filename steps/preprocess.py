@@ -14,14 +14,17 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
+import lazy_loader as lazy
 from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._imageio import IMAGE_SUFFIXES, Decoded, ImageDecodeError, decode
 from steps._photos import walk_files
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+cv2 = lazy.load("cv2")
+np = lazy.load("numpy")
 
 MIN_IMAGES = 3
 

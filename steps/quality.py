@@ -16,15 +16,18 @@ from itertools import combinations
 from pathlib import Path
 from typing import Literal
 
-import cv2
-import imagehash
-import numpy as np
+import lazy_loader as lazy
 from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from steps._imageio import IMAGE_SUFFIXES
 from steps._photos import fan_out_problem, is_photo, walk_files
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+cv2 = lazy.load("cv2")
+imagehash = lazy.load("imagehash")
+np = lazy.load("numpy")
 
 ANALYSIS_SIDE = 1024  # sharpness and exposure are measured at this size so they do not depend on resolution
 Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs, allow large real photos

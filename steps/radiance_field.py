@@ -10,36 +10,32 @@ viewer frame the dense path uses (+Y up, cameras on +Z); ``viewer_from_model`` m
 
 from __future__ import annotations
 
+import functools
 import math
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import open3d as o3d
-import open3d.core as o3c
-import torch
+import lazy_loader as lazy
 from pydantic import BaseModel
-from skimage.measure import marching_cubes
 
 from kai_flows.step import In, Out, step
 from steps._colmap import ReconstructionInputError
 from steps._geometry import clean_mesh, decimate, viewer_rotation
 from steps._io import staged_dir, write_json
-from steps._nerf import (
-    PosedImage,
-    VoxelField,
-    grid_shape,
-    load_posed,
-    psnr,
-    render_rays,
-    shift_for,
-    surface_colour,
-    total_variation,
-)
 from steps.mesh import MeshSummary
+
+if TYPE_CHECKING:  # for annotations only: the module itself loads torch
+    from steps._nerf import PosedImage, VoxelField
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
+skimage = lazy.load("skimage")
+torch = lazy.load("torch")
+_nerf = lazy.load(f"{__package__}._nerf", suppress_warning=True)  # the field model: torch at import
 
 LR = 0.1  # DVGO's grid learning rate
 LR_DENSITY = 0.5  # faster than DVGO's 0.1: the surface must appear within a few hundred steps
@@ -48,6 +44,15 @@ ENTROPY_WEIGHT = 0.01  # pushes each ray to all-surface or all-background
 TV_WEIGHT = 1e-4
 EVAL_RAYS = 16384
 DEFAULT_LEVEL = 0.5  # opacity over one voxel at the surface
+
+
+def _no_grad(fn: Callable) -> Callable:
+    """`torch.no_grad()` entered when `fn` runs: as a decorator it would import torch with this module."""
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 class RadianceFieldError(ReconstructionInputError):
@@ -148,15 +153,15 @@ def _split(views: list[PosedImage], rays: Rays, gen: torch.Generator) -> tuple[t
     return train, test
 
 
-@torch.no_grad()
+@_no_grad
 def _evaluate(field: VoxelField, rays: Rays, idx: torch.Tensor, chunk: int = 4096) -> tuple[float, torch.Tensor]:
     preds, gts = [], []
     for s in range(0, len(idx), chunk):
         o, d, gt = rays.batch(idx[s:s + chunk].to(rays.rgb.device))
-        preds.append(render_rays(field, o, d).rgb.clamp(0, 1))
+        preds.append(_nerf.render_rays(field, o, d).rgb.clamp(0, 1))
         gts.append(gt)
     pred, gt = torch.cat(preds), torch.cat(gts)
-    return psnr(pred, gt), gt
+    return _nerf.psnr(pred, gt), gt
 
 
 def _optimizer(field: VoxelField) -> torch.optim.Optimizer:
@@ -172,10 +177,10 @@ def train(views: list[PosedImage], points: np.ndarray, iterations: int, grid_siz
     rays = _rays(views, dev)
     train_idx, test_idx = _split(views, rays, gen)
     lo, hi = scene_box(views, points)
-    fine = grid_shape(lo, hi, grid_size)
+    fine = _nerf.grid_shape(lo, hi, grid_size)
     coarse_until = iterations // 4 if grid_size >= 32 else 0
-    start = grid_shape(lo, hi, max(16, grid_size // 2)) if coarse_until else fine
-    field = VoxelField(lo, hi, start, shift_for(ALPHA_INIT)).to(dev)
+    start = _nerf.grid_shape(lo, hi, max(16, grid_size // 2)) if coarse_until else fine
+    field = _nerf.VoxelField(lo, hi, start, _nerf.shift_for(ALPHA_INIT)).to(dev)
     mean_rgb = rays.rgb[train_idx.to(dev)].float().mean(0) / 255.0
     with torch.no_grad():
         field.background.copy_(torch.logit(mean_rgb.clamp(0.02, 0.98)))
@@ -190,18 +195,18 @@ def train(views: list[PosedImage], points: np.ndarray, iterations: int, grid_siz
         pick = train_idx[torch.randint(len(train_idx), (rays_per_batch,), generator=gen)]
         jitter = torch.rand(rays_per_batch, 1, generator=gen)
         o, d, gt = rays.batch(pick.to(dev))
-        out = render_rays(field, o, d, jitter=jitter.to(dev))
+        out = _nerf.render_rays(field, o, d, jitter=jitter.to(dev))
         t = out.transmittance.clamp(1e-6, 1 - 1e-6)
         entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean()
         loss = torch.nn.functional.mse_loss(out.rgb, gt) + ENTROPY_WEIGHT * entropy
-        loss = loss + TV_WEIGHT * total_variation(field.density)
+        loss = loss + TV_WEIGHT * _nerf.total_variation(field.density)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress is not None:
             progress(it, float(loss.detach()))
     test_psnr, test_gt = _evaluate(field, rays, test_idx)
-    base = psnr(mean_rgb.expand_as(test_gt), test_gt)
+    base = _nerf.psnr(mean_rgb.expand_as(test_gt), test_gt)
     train_psnr, _ = _evaluate(field, rays, train_idx[torch.randperm(len(train_idx), generator=gen)[:EVAL_RAYS]])
     return field, {"psnr": round(test_psnr, 3), "baseline_psnr": round(base, 3), "train_psnr": round(train_psnr, 3),
                    "held_out_rays": len(test_idx)}
@@ -226,7 +231,7 @@ def radiance_field(
                                ("rays_per_batch", rays_per_batch, 1), ("max_image_size", max_image_size, 16)):
         if value < least:
             raise RadianceFieldError(f"{name} must be at least {least}, not {value}")
-    views, points = load_posed(_image_dir(images), Path(sparse), max_image_size)
+    views, points = _nerf.load_posed(_image_dir(images), Path(sparse), max_image_size)
     torch_field, scores = train(views, points, iterations, grid_size, rays_per_batch, seed, dev)
     rot = viewer_rotation(np.array([v.axis for v in views]), np.array([v.R[1] for v in views]))
     with staged_dir(Path(field)) as out:
@@ -260,7 +265,7 @@ def load_field(field: Path) -> tuple[VoxelField, np.ndarray, Cameras]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         cams = Cameras(*(state[k].numpy() for k in ("cam_K", "cam_R", "cam_t", "cam_size")))
-        return VoxelField.from_state(state), state["viewer_from_model"].numpy(), cams
+        return _nerf.VoxelField.from_state(state), state["viewer_from_model"].numpy(), cams
     except (RuntimeError, KeyError, EOFError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RadianceFieldError(f"{path} is not a radiance field written by radiance_field: {first}") from None
@@ -272,7 +277,7 @@ def _seen_vertices(verts: np.ndarray, faces: np.ndarray, cams: Cameras, voxel: f
     shells and fins that no camera could see (the density behind a surface gets no real gradient, and Adam still
     moves it) are dropped; the visible surface keeps every face."""
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3c.Tensor(verts.astype(np.float32)), o3c.Tensor(faces.astype(np.uint32)))
+    scene.add_triangles(o3d.core.Tensor(verts.astype(np.float32)), o3d.core.Tensor(faces.astype(np.uint32)))
     seen = np.zeros(len(verts), bool)
     for i in np.unique(np.linspace(0, len(cams.K) - 1, min(max_cameras, len(cams.K))).round().astype(int)):
         cam = verts @ cams.R[i].T + cams.t[i]
@@ -288,7 +293,7 @@ def _seen_vertices(verts: np.ndarray, faces: np.ndarray, cams: Cameras, voxel: f
         d = verts[cand] - centre
         dist = np.linalg.norm(d, axis=1)
         rays = np.concatenate([np.broadcast_to(centre, d.shape), d / dist[:, None]], 1).astype(np.float32)
-        hit = scene.cast_rays(o3c.Tensor(rays))["t_hit"].numpy()
+        hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
         seen[cand[hit >= dist - 0.25 * voxel]] = True
     return seen
 
@@ -315,9 +320,9 @@ def field_mesh(
                                  f"no surface at level {level}")
     spacing = ((vf.hi - vf.lo) / (torch.tensor(vf.shape) - 1)).numpy()
     # Opacity is higher inside, so the normals of the "descent" orientation point outwards.
-    verts, faces, normals, _ = marching_cubes(opacity, level, spacing=tuple(spacing.astype(float)))
+    verts, faces, normals, _ = skimage.measure.marching_cubes(opacity, level, spacing=tuple(spacing.astype(float)))
     verts = verts + vf.lo.numpy()
-    colours = surface_colour(vf, torch.as_tensor(verts, dtype=torch.float32),
+    colours = _nerf.surface_colour(vf, torch.as_tensor(verts, dtype=torch.float32),
                              torch.as_tensor(np.ascontiguousarray(normals), dtype=torch.float32)).numpy()
     seen = _seen_vertices(verts, faces, cams, vf.voxel_size)
     faces = faces[seen[faces].any(axis=1)]

@@ -15,14 +15,17 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-import open3d as o3d
-import trimesh
+import lazy_loader as lazy
 from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import Out, step
 from steps._metrics import StrechaCamera, write_strecha_camera
+
+# Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+np = lazy.load("numpy")
+o3d = lazy.load("open3d")
+trimesh = lazy.load("trimesh")
 
 _TARGET = np.array([0.0, 0.0, 0.45])  # the point every camera looks at
 _LIGHT = np.array([0.4, -0.3, 1.0]) / np.linalg.norm([0.4, -0.3, 1.0])
