@@ -20,9 +20,14 @@ import yaml
 from hera.workflows import WorkflowTemplate
 from hera.workflows import models as m
 
-from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION
+from kai_flows.argo.names import (
+    ARTIFACT_REPOSITORY_CONFIGMAP,
+    DESCRIPTION_ANNOTATION,
+    INPUTS_ANNOTATION,
+    OUTPUTS_ANNOTATION,
+)
+from kai_flows.argo.units import parse_go_duration, parse_quantity
 from kai_flows.diagram import markdown
-from kai_flows.entrypoint import serialise_output
 from kai_flows.pipeline import ArtifactRef, ParamRef, Pipeline, PipelineError, Task
 from kai_flows.policy import (
     CPU_FALLBACK_ANNOTATION,
@@ -36,11 +41,10 @@ from kai_flows.policy import (
     Policy,
     load_policy,
 )
-from kai_flows.step import StepInfo
+from kai_flows.step import ENTRYPOINT_COMMAND, StepInfo, serialise_output
 
 STEP_SERVICE_ACCOUNT = "kai-step"
 COORDINATOR_SERVICE_ACCOUNT = "kai-coordinator"
-ARTIFACT_REPOSITORY_CONFIGMAP = "artifact-repositories"
 ARTIFACT_REPOSITORY_KEY = "kai-s3"
 INPUT_ROOT = "/kai/inputs"  # Argo mounts input artifacts here
 OUTPUT_ROOT = "/tmp/kai/outputs"  # on the scratch emptyDir: the root filesystem is read-only
@@ -81,20 +85,20 @@ def _pinned_image(image: str, registry: str, tag: str, digests: Mapping[str, str
 def cpu_cores(quantity: str) -> float:
     """A Kubernetes CPU quantity ("250m", "2") in cores."""
     try:
-        return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+        return float(parse_quantity(quantity))
     except ValueError:
         raise PipelineError(f"cpu quantity {quantity!r} must look like '500m' or '2'") from None
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
 def duration_seconds(value: str) -> int:
-    match = _DURATION.match(value)
-    if not value or not match:
-        raise PipelineError(f"timeout {value!r} must look like '90s', '30m' or '2h'")
-    h, mi, s = (int(g or 0) for g in match.groups())
-    return h * 3600 + mi * 60 + s
+    """A step's timeout (Go duration syntax, "90s", "30m", "1h30m") in whole seconds, for activeDeadlineSeconds."""
+    try:
+        seconds = parse_go_duration(value)
+        if seconds < 0 or not seconds.is_integer():
+            raise ValueError(value)
+    except ValueError:
+        raise PipelineError(f"timeout {value!r} must look like '90s', '30m' or '2h'") from None
+    return int(seconds)
 
 
 # ---------------------------------------------------------------------------------------------- step templates
@@ -164,7 +168,7 @@ def step_template(info: StepInfo, pipeline: Pipeline, policy: Policy, registry: 
     )
     container = m.Container(
         image=_pinned_image(spec.image, registry, tag, digests),
-        command=["python", "-m", "kai_flows.entrypoint"],
+        command=list(ENTRYPOINT_COMMAND),
         args=_container_args(info),
         env=[m.EnvVar(name="HOME", value="/tmp"), m.EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1"),
              m.EnvVar(name="OMP_NUM_THREADS", value=str(max(1, int(cpu_cores(spec.cpu_limit or spec.cpu)))))],
@@ -284,7 +288,7 @@ def compile_pipeline(
                                        sort_keys=True),
     }
     if pipeline.description:
-        annotations["workflows.argoproj.io/description"] = pipeline.description
+        annotations[DESCRIPTION_ANNOTATION] = pipeline.description
     wt = WorkflowTemplate(
         name=pipeline.name,
         namespace=policy.namespace,

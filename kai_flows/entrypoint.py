@@ -30,7 +30,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
-from kai_flows.step import StepInfo, step_info
+from kai_flows.step import ENTRYPOINT_COMMAND, StepInfo, serialise_output, step_info
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -141,13 +141,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def serialise_output(value: Any) -> str:
-    """An output parameter's file content: strings as they are, everything else as compact JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(TypeAdapter(Any).dump_python(value, mode="json"), separators=(",", ":"), sort_keys=True)
-
-
 def run_step(
     info: StepInfo, params: dict[str, str], artifacts: dict[str, str], outputs: dict[str, str]
 ) -> dict[str, Any] | None:
@@ -190,7 +183,7 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kai_flows.entrypoint", description="Run one kai-flows step.")
+    parser = argparse.ArgumentParser(prog=" ".join(ENTRYPOINT_COMMAND), description="Run one kai-flows step.")
     parser.add_argument("step", help="module:function of the step")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--artifact", action="append", default=[], metavar="NAME=PATH")

@@ -16,13 +16,13 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from kai_flows import __version__
+from kai_flows.argo.names import QUEUE_CONFIGMAP  # one name for every layer; policy.queue_configmap defaults to it
 
 POOL_LABEL = "kai.io/node-pool"
 GPU_RESOURCE = "nvidia.com/gpu"
 # On a GPU step's template: "true" when it may run without a GPU (CPU path), "false" when it must not.
 CPU_FALLBACK_ANNOTATION = "kai-flows.io/cpu-fallback"
 NAMESPACE = "kai-ml"
-QUEUE_CONFIGMAP = "kai-queues"
 DEFAULT_REGISTRY = "registry.example.com"  # compiled images are <registry>/kai/<family>:<tag>
 # The release's version: the committed templates stay reproducible without any image built, and never name
 # `latest`, which moves under a running cluster. A build pins digests on top (`images build --push --lock`).

@@ -16,15 +16,26 @@ the compiler or the submit code (design contract 1).
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar, get_origin, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Keyword options of `Pipeline.task()`; a step parameter of the same name could not be passed.
 RESERVED_NAMES = frozenset({"name", "when", "after", "depends"})
+# What every compiled container runs, then `<module:function>` and the step's arguments (kai_flows/entrypoint.py).
+ENTRYPOINT_COMMAND = ("python", "-m", "kai_flows.entrypoint")
+
+
+def serialise_output(value: Any) -> str:
+    """A parameter value as Argo carries it (an output parameter's file, a compiled default): strings as they are,
+    everything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(TypeAdapter(Any).dump_python(value, mode="json"), separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 One scheduler thread owns every node; worker threads run pods (`pod.run_attempt`) and post their results on a
 queue. Rules (argo.md; workflow/controller/dag.go, operator.go, node_counters.go of Argo v3.7):
 - node names `<wf>.<task>`, fan-out children `<task>(<i>:<item>)`, retry attempts `<node>(<n>)`; ids and pod
-  names as Argo computes them (`kai_flows.store.argo_keys`);
+  names as Argo computes them (`kai_flows.argo.names`);
 - the entrypoint (and onExit) runs as its own node whatever its kind: a DAG, or a Pod for a container template;
   a retryStrategy (the template's, else `spec.retryStrategy`) makes any node, DAGs included, a Retry node whose
   children are the attempts (operator.go executeTemplate, retryStrategy());
@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kai_flows.argo.names import QUEUE_CONFIGMAP, argo_node_id, argo_pod_name
 from kai_flows.engine import expressions, loops, variables
 from kai_flows.engine.model import EngineError, RetryStrategy, Task, Template, Workflow
 from kai_flows.engine.pod import AttemptSpec, PodResult, PodServices, run_attempt
 from kai_flows.engine.records import Node, now_iso
 from kai_flows.engine.semaphores import QueueSemaphores, Slot
-from kai_flows.store.argo_keys import argo_node_id, argo_pod_name
 
 FAILED = ("Failed", "Error")
 _FROM = re.compile(r"^\{\{\s*tasks\.([a-zA-Z0-9][-a-zA-Z0-9]*)\.outputs\.artifacts\.([-a-zA-Z0-9_]+)\s*\}\}$")
@@ -864,7 +864,8 @@ class Executor:
             slots = self.ctx.semaphores.try_acquire_all(unit.template.semaphores) \
                 if unit.template.semaphores else []
             if slots is None:
-                unit.node.message = "Waiting for " + ", ".join(f"kai-queues/{k}" for k in unit.template.semaphores)
+                unit.node.message = "Waiting for " + ", ".join(f"{QUEUE_CONFIGMAP}/{k}"
+                                                               for k in unit.template.semaphores)
                 waiting.append(unit)
                 continue
             unit.slots = slots

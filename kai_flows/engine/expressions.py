@@ -1,10 +1,4 @@
-"""Argo's two boolean languages, as pure functions: a DAG task's `depends` and its `when`.
-
-`depends` (workflow/common/ancestry.go, workflow/controller/dag.go evaluateDependsLogic,
-docs/enhanced-depends-logic.md): operands `task.Result` or a bare `task`, combined with `&& || !` and parentheses.
-A bare `task` expands to `(task.Succeeded || task.Skipped || task.Daemoned)`, plus `|| task.Errored` and
-`|| task.Failed` when that task has `continueOn.error` / `continueOn.failed` (expandDependency). A task runs only
-once every task the expression names is fulfilled; until then the answer is "undecided" (`None`).
+"""Argo's `when`, as a pure function; `depends` lives in `kai_flows.argo.depends` (re-exported here for the engine).
 
 `when` is evaluated after `{{}}` substitution with Knetic/govaluate (the revision Argo pins,
 v3.0.1-0.20171022003610-9aa49832a739), after Argo turns every govaluate *variable* token into a *string*
@@ -18,215 +12,27 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
+
+from kai_flows.argo.depends import (
+    ExpressionError,
+    TaskState,
+    depends_from_dependencies,
+    depends_task_names,
+    evaluate_depends,
+)
 
 __all__ = [
     "ExpressionError",
-    "TaskResult",
     "TaskState",
     "depends_from_dependencies",
     "depends_task_names",
     "evaluate_depends",
     "evaluate_when",
 ]
-
-
-class ExpressionError(ValueError):
-    """A `depends` or `when` expression that cannot be parsed or evaluated; the message names the expression."""
-
-
-TaskResult = Literal["Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned"]
-
-# Node phases after which a dependency is "fulfilled" (NodePhase.Fulfilled, plus a running daemon).
-# Argo's node phase is "Error"; the depends result is "Errored": both spellings are accepted.
-_FULFILLED = {"Succeeded", "Failed", "Error", "Errored", "Skipped", "Omitted", "Daemoned"}
-
-
-@dataclass
-class TaskState:
-    """What `depends` needs to know about one task: its node phase, and for a fan-out its children's phases."""
-
-    phase: str
-    fanout: bool = False
-    children_phases: list[str] = field(default_factory=list)
-    continue_on_failed: bool = False
-    continue_on_error: bool = False
-
-
-# ------------------------------------------------------------------------------------------------ depends
-
-# workflow/common/ancestry.go taskNameRegex, matched leftmost-first like Go's regexp.
-_TASK_REF = re.compile(r"([a-zA-Z0-9][-a-zA-Z0-9]*?\.[A-Z][a-zA-Z]+)|([a-zA-Z0-9][-a-zA-Z0-9]*)")
-_RESULTS = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded", "AllFailed")
-_ITEM_RESULTS = ("AnySucceeded", "AllFailed")
-
-
-def depends_from_dependencies(deps: list[str]) -> str:
-    """`dependencies: [A, B]` as the equivalent `depends` (docs/enhanced-depends-logic.md: join with `&&`)."""
-    return " && ".join(deps)
-
-
-def _refs(expr: str) -> list[tuple[str, str | None, int, int]]:
-    """(task, result or None for a bare name, start, end) for every operand, in order."""
-    out = []
-    for m in _TASK_REF.finditer(expr):
-        if m.group(1):
-            task, result = m.group(1).split(".", 1)
-            out.append((task, result, m.start(), m.end()))
-        else:
-            out.append((m.group(2), None, m.start(), m.end()))
-    return out
-
-
-def depends_task_names(expr: str) -> set[str]:
-    """The task names a `depends` expression refers to (GetTaskDependencies); an unknown `.Result` is an error."""
-    names = set()
-    for task, result, _, _ in _refs(expr):
-        if result is not None and result not in _RESULTS:
-            # workflow/common/ancestry.go ValidateTaskResults
-            raise ExpressionError(f"depends {expr!r}: task result {result!r} for task {task!r} is invalid")
-        names.add(task)
-    return names
-
-
-def _expand(expr: str, tasks: Mapping[str, TaskState]) -> str:
-    """Replace each bare task name by its explicit results (ancestry.go expandDependency)."""
-    out, pos = [], 0
-    for task, result, start, end in _refs(expr):
-        if result is not None:
-            continue
-        state = tasks.get(task)
-        alts = [f"{task}.Succeeded", f"{task}.Skipped", f"{task}.Daemoned"]
-        if state is not None and state.continue_on_error:
-            alts.append(f"{task}.Errored")
-        if state is not None and state.continue_on_failed:
-            alts.append(f"{task}.Failed")
-        out += [expr[pos:start], "(" + " || ".join(alts) + ")"]
-        pos = end
-    out.append(expr[pos:])
-    return "".join(out)
-
-
-_DEP_TOKEN = re.compile(r"\s*(?:(&&|\|\||==|!=|!|\(|\))|([a-zA-Z0-9][-a-zA-Z0-9]*\.[A-Za-z]+))")
-
-
-def _parse_depends(logic: str, expr: str) -> list[str]:
-    tokens, pos = [], 0
-    while pos < len(logic):
-        if logic[pos:].strip() == "":
-            break
-        m = _DEP_TOKEN.match(logic, pos)
-        if not m:
-            raise ExpressionError(f"depends {expr!r}: unexpected {logic[pos:].strip()[:20]!r}")
-        tokens.append(m.group(1) or m.group(2))
-        pos = m.end()
-    return tokens
-
-
-def _eval_depends(tokens: list[str], values: Mapping[str, bool], expr: str) -> bool:
-    """Boolean grammar of expr-lang restricted to what depends can hold: || < && < == != < ! < operand."""
-    i = 0
-
-    def fail(msg: str) -> ExpressionError:
-        return ExpressionError(f"depends {expr!r}: {msg}")
-
-    def peek() -> str | None:
-        return tokens[i] if i < len(tokens) else None
-
-    def take() -> str:
-        nonlocal i
-        if i >= len(tokens):
-            raise fail("unexpected end of expression")
-        i += 1
-        return tokens[i - 1]
-
-    def unary() -> bool:
-        tok = take()
-        if tok == "!":
-            return not unary()
-        if tok == "(":
-            v = disj()
-            if take() != ")":
-                raise fail("missing ')'")
-            return v
-        if tok not in values:
-            raise fail(f"unexpected {tok!r}")
-        return values[tok]
-
-    def cmp() -> bool:
-        v = unary()
-        while peek() in ("==", "!="):
-            op = take()
-            r = unary()
-            v = (v == r) if op == "==" else (v != r)
-        return v
-
-    def conj() -> bool:
-        v = cmp()
-        while peek() == "&&":
-            take()
-            r = cmp()
-            v = v and r
-        return v
-
-    def disj() -> bool:
-        v = conj()
-        while peek() == "||":
-            take()
-            r = conj()
-            v = v or r
-        return v
-
-    if not tokens:
-        raise fail("empty expression")
-    result = disj()
-    if i != len(tokens):
-        raise fail(f"unexpected {tokens[i]!r}")
-    return result
-
-
-def evaluate_depends(expr: str, tasks: Mapping[str, TaskState]) -> bool | None:
-    """Whether a task with this `depends` runs (True), is Omitted (False), or must wait (None).
-
-    `tasks` maps task names to their state; a name missing from it, or a phase that is not fulfilled yet
-    (Pending, Running), makes the answer None, as in dag.go evaluateDependsLogic ("proceed" false).
-    `.AnySucceeded`/`.AllFailed` on a task without withItems/withParam/withSequence is an error, as argo lint
-    reports it (workflow/validate/validate.go: "uses an items-based condition ... but does not contain any items").
-    """
-    if not expr.strip():
-        return True
-    names = depends_task_names(expr)
-    for task, result, _, _ in _refs(expr):
-        state = tasks.get(task)
-        if result in _ITEM_RESULTS and state is not None and not state.fanout:
-            raise ExpressionError(
-                f"depends {expr!r}: dependency {task!r} uses an items-based condition such as .AnySucceeded or "
-                ".AllFailed but does not contain any items")
-    for name in names:
-        state = tasks.get(name)
-        if state is None or state.phase not in _FULFILLED:
-            return None
-    values: dict[str, bool] = {}
-    for name in names:
-        s = tasks[name]
-        phases = s.children_phases if s.fanout else []
-        # dag.go: AnySucceeded/AllFailed are computed over a TaskGroup's children only.
-        flags = {
-            "Succeeded": s.phase == "Succeeded",
-            "Failed": s.phase == "Failed",
-            "Errored": s.phase in ("Error", "Errored"),
-            "Skipped": s.phase == "Skipped",
-            "Omitted": s.phase == "Omitted",
-            "Daemoned": s.phase == "Daemoned",
-            "AnySucceeded": any(p == "Succeeded" for p in phases),
-            "AllFailed": bool(phases) and all(p == "Failed" for p in phases),
-        }
-        for result, v in flags.items():
-            values[f"{name}.{result}"] = v
-    return _eval_depends(_parse_depends(_expand(expr, tasks), expr), values, expr)
 
 
 # ------------------------------------------------------------------------------------------------ when (govaluate)

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from kai_flows.engine import expressions, podspec
+from kai_flows.argo import dag, units
+from kai_flows.argo.depends import ExpressionError, depends_from_dependencies, depends_task_names
+from kai_flows.engine import podspec
 from kai_flows.engine.model import (
     ArtifactArg,
     ArtifactDecl,
@@ -56,29 +58,27 @@ TASK_KEYS = {"name", "template", "arguments", "depends", "dependencies", "when",
 TASK_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 IO_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "m": 1e-3}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
 
 def parse_quantity(value: Any, where: str) -> float:
-    """A Kubernetes quantity (`500m`, `2`, `512Mi`, `1G`) as a number."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not m or m.group(2) not in _UNITS:
-        raise TemplateError(f"{where}: {value!r} is not a Kubernetes quantity")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    """A Kubernetes quantity (`500m`, `2`, `512Mi`, `1G`) as a number; a negative one is refused."""
+    try:
+        quantity = units.parse_quantity(value)
+        if quantity < 0:
+            raise ValueError(quantity)
+    except ValueError:
+        raise TemplateError(f"{where}: {value!r} is not a Kubernetes quantity") from None
+    return float(quantity)
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from an Argo duration: an int (seconds) or Go syntax like `10s`, `1m30s`, `2h`."""
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise TemplateError(f"{where}: {value!r} is not a duration (use e.g. 30, 10s, 5m, 1h)")
-    scale = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * scale[u] for n, u in parts)
+    """Seconds from an Argo duration: an integer (seconds) or Go syntax like `10s`, `1m30s`, `2h`; not negative."""
+    try:
+        seconds = units.parse_duration(str(value).strip())
+        if seconds < 0:
+            raise ValueError(seconds)
+    except ValueError:
+        raise TemplateError(f"{where}: {value!r} is not a duration (use e.g. 30, 10s, 5m, 1h)") from None
+    return seconds
 
 
 class _Loader:
@@ -382,7 +382,7 @@ class _Loader:
             raise self.err(w, f"task {name!r}: 'continueOn' cannot be combined with 'depends'")
         if "dependencies" in t:
             deps = [str(d) for d in self.seq(t["dependencies"], f"{w}.dependencies")]
-            depends = expressions.depends_from_dependencies(deps) if deps else None
+            depends = depends_from_dependencies(deps) if deps else None
         else:
             depends = self.string(t.get("depends"), f"{w}.depends", required=False) or None
         args = self.mapping(t.get("arguments"), f"{w}.arguments")
@@ -463,8 +463,8 @@ class _Loader:
                 raise self.err(f"{where}[{t.name}].template", f"template {t.template!r} is not defined")
             if t.depends:
                 try:
-                    refs = expressions.depends_task_names(t.depends)
-                except expressions.ExpressionError as e:
+                    refs = depends_task_names(t.depends)
+                except ExpressionError as e:
                     raise self.err(f"{where}[{t.name}].depends", str(e)) from None
                 for ref in refs:
                     if ref not in names:
@@ -474,15 +474,10 @@ class _Loader:
             for name in tmpl.target.split():
                 if name not in names:
                     raise self.err(f"spec.templates[{tmpl.name}].dag.target", f"target {name!r} is not a task")
-        # cycle check (Kahn)
-        deps = {t.name: expressions.depends_task_names(t.depends) if t.depends else set() for t in tmpl.tasks}
-        done: set[str] = set()
-        while len(done) < len(deps):
-            ready = [n for n, d in deps.items() if n not in done and d <= done]
-            if not ready:
-                cyc = sorted(n for n in deps if n not in done)
-                raise self.err(where, f"dag {tmpl.name!r} has a dependency cycle among {cyc}")
-            done.update(ready)
+        _, blocked = dag.topological_order({t.name: depends_task_names(t.depends) if t.depends else set()
+                                            for t in tmpl.tasks})
+        if blocked:
+            raise self.err(where, f"dag {tmpl.name!r} has a dependency cycle among {sorted(blocked)}")
 
 
 def load_workflow(source: str | Path | Mapping[str, Any]) -> Workflow:

@@ -3,7 +3,8 @@ outputs of the finished children aggregated for the tasks downstream.
 
 Sources (argoproj/argo-workflows): workflow/controller/dag.go expandTask, operator.go processItem,
 generateNodeName, expandSequence and processAggregateNodeOutputs; pkg/apis/workflow/v1alpha1/item.go (how an
-item prints: `Item.String()` is its JSON with the quotes of a string trimmed); workflow_types.go NodeID (FNV-1a).
+item prints: `Item.String()` is its JSON with the quotes of a string trimmed). Node ids (FNV-1a of these names)
+are `kai_flows.argo.names`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ __all__ = [
     "child_node_name",
     "expand_items",
     "expand_sequence",
-    "fnv32a",
     "item_scope",
     "item_string",
     "should_expand",
@@ -189,14 +189,6 @@ def child_node_name(task_node_name: str, index: int, item: Any) -> str:
         desc = item_string(item)
     clean = desc.replace("(", "").replace(")", "")
     return f"{task_node_name}({index}:{clean})"
-
-
-def fnv32a(s: str) -> int:
-    """32-bit FNV-1a of the UTF-8 bytes (hash/fnv New32a), as in node IDs `<wf>-<fnv32a(nodeName)>`."""
-    h = 0x811C9DC5
-    for b in s.encode("utf-8"):
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
 
 
 def _result_item(result: str) -> Any:

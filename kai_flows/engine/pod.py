@@ -208,7 +208,7 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
                                                f"{{{{outputs.parameters.{op.name}.path}}}} and it has no default")
             return res
     res.result = stdout_text
-    from kai_flows.store.argo_keys import argo_artifact_key
+    from kai_flows.argo.names import argo_artifact_key
 
     for decl in tmpl.output_artifacts:
         path = ws.host_output(ws.step_output_artifact(decl))

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION
+from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION, QUEUE_CONFIGMAP
 from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.executor import Executor, RunContext, new_uid
 from kai_flows.engine.launch import make_launcher
@@ -611,7 +611,7 @@ def _acquire_workflow_semaphores(ex: Executor, sems: QueueSemaphores, wf: Workfl
         if ex.stopping:
             return None
         if not noted:
-            view.note("waiting for a slot of queue " + ", ".join(f"kai-queues/{k}" for k in wf.semaphores))
+            view.note("waiting for a slot of queue " + ", ".join(f"{QUEUE_CONFIGMAP}/{k}" for k in wf.semaphores))
             noted = True
         tick()
         time.sleep(0.2)

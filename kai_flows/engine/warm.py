@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from kai_flows.engine.process import KILL_GRACE_S, ProcessGroups, ProcessOutcome, _pdeathsig_prefix, _signal_group
+from kai_flows.step import ENTRYPOINT_COMMAND
 
-ENTRY = ("python", "-m", "kai_flows.entrypoint")
+ENTRY = ENTRYPOINT_COMMAND
 
 
 class ZygoteUnavailable(OSError):

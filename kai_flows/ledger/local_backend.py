@@ -42,7 +42,7 @@ from uuid import UUID
 
 import yaml
 
-from kai_flows.argo.names import INPUTS_ANNOTATION
+from kai_flows.argo.names import INPUTS_ANNOTATION, QUEUE_CONFIGMAP
 from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import Job, JobOutput
 from kai_flows.ledger.runner import RunStatus, job_workflow_name
@@ -357,7 +357,7 @@ def _run_child(d: Path) -> int:
         doc = yaml.safe_load(Path(label["template"]).read_text())
         # The job's queue class takes the workflow's semaphore, as the Submitter does for Argo.
         doc["spec"]["synchronization"] = {"semaphores": [{"configMapKeyRef": {
-            "name": "kai-queues", "key": label["queue_class"]}}]}
+            "name": QUEUE_CONFIGMAP, "key": label["queue_class"]}}]}
         out = Path(label["out"])
         if not launch["resume"] and out.exists():
             # A fresh start of a job whose earlier launch died: its folder is the backend's own, and the engine

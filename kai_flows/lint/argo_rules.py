@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kai_flows.argo.depends import ITEM_RESULTS, RESULTS
+from kai_flows.argo.units import parse_duration
 from kai_flows.lint.problem import Reporter
 from kai_flows.lint.spec_view import (
-    DEPENDS_RESULTS,
     DagView,
     SpecView,
     as_dict,
@@ -34,7 +35,6 @@ METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ARGO_VARIABLE = re.compile(r"^\{\{.+\}\}$")
 RETRY_POLICIES = {"Always", "OnFailure", "OnError", "OnTransientError", ""}
 POD_GC = {"", "OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"}
-DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 VALUE_FROM_SOURCES = ("path", "jqFilter", "jsonPath", "parameter", "expression", "supplied")
 
 
@@ -169,7 +169,7 @@ def _check_template(view: SpecView, tmpl: dict[str, Any], tp: P, report: Reporte
         report((*tp, "retryStrategy", "limit"), f"limit '{retry['limit']}' is not an integer")
     for key in ("duration", "maxDuration", "cap"):
         value = as_dict(retry.get("backoff")).get(key)
-        if isinstance(value, str) and not (DURATION.match(value) or value.isdigit() or ARGO_VARIABLE.match(value)):
+        if isinstance(value, str) and not (_is_duration(value) or ARGO_VARIABLE.match(value)):
             report((*tp, "retryStrategy", "backoff", key), f"'{value}' is not a duration (e.g. 10s, 5m)")
     _check_metrics(as_dict(tmpl.get("metrics")), (*tp, "metrics"), report)
     for key in ("container", "script"):
@@ -186,6 +186,15 @@ def _check_template(view: SpecView, tmpl: dict[str, Any], tp: P, report: Reporte
 
 def _default_image(view: SpecView, key: str) -> bool:
     return bool(as_dict(as_dict(view.spec.get("templateDefaults")).get(key)).get("image"))
+
+
+def _is_duration(value: str) -> bool:
+    """An integer (seconds) or a Go duration, as the controller reads a backoff (parseStringToDuration)."""
+    try:
+        parse_duration(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _int_or_variable(value: Any) -> bool:
@@ -368,9 +377,9 @@ def _check_dag(view: SpecView, tmpl: dict[str, Any], tp: P, report: Reporter) ->
         for dep, result in task_dependencies(task):
             if dep not in dag.by_name:
                 report((*cp, field), f"dependency '{dep}' not defined")
-            elif result is not None and result not in DEPENDS_RESULTS:
-                report((*cp, field), f"unknown result '{dep}.{result}'; valid: {', '.join(sorted(DEPENDS_RESULTS))}")
-            elif result in ("AnySucceeded", "AllFailed") and loop_kind(dag.by_name[dep]) is None:
+            elif result is not None and result not in RESULTS:
+                report((*cp, field), f"unknown result '{dep}.{result}'; valid: {', '.join(sorted(RESULTS))}")
+            elif result in ITEM_RESULTS and loop_kind(dag.by_name[dep]) is None:
                 report((*cp, field), f"dependency '{dep}' uses {result} but has no withItems/withParam/withSequence")
             if dep == name:
                 report((*cp, field), f"task '{name}' depends on itself")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kai_flows.argo.names import ARTIFACT_REPOSITORY_CONFIGMAP
 from kai_flows.lint.problem import Reporter
 from kai_flows.lint.spec_view import POD_TYPES, as_dict, as_list, template_type
 from kai_flows.policy import POOL_LABEL, Policy
@@ -240,7 +241,7 @@ class PolicyChecker:
     def _references(self, spec: dict[str, Any], sp: P) -> None:
         """Names the spec takes from linted cluster manifests must exist there."""
         ref = as_dict(spec.get("artifactRepositoryRef"))
-        cm = ref.get("configMap", "artifact-repositories") if ref else None
+        cm = ref.get("configMap", ARTIFACT_REPOSITORY_CONFIGMAP) if ref else None
         key = ref.get("key") if isinstance(ref.get("key"), str) else None
         if isinstance(cm, str) and cm in self.cluster.configmaps and key and key not in self.cluster.configmaps[cm]:
             self.report((*sp, "artifactRepositoryRef", "key"), f"ConfigMap '{cm}' has no key '{ref['key']}'")

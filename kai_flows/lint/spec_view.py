@@ -1,21 +1,22 @@
-"""Read-only helpers over a raw (possibly invalid) Argo WorkflowSpec dict: template types, DAG edges, ancestry.
+"""Read-only helpers over a raw (possibly invalid) Argo WorkflowSpec dict: template types, DAG edges, ancestry
+(the `depends` grammar and the graph questions themselves are `kai_flows.argo.depends` and `kai_flows.argo.dag`).
 
 Every accessor tolerates wrong types (the schema check reports those); nothing here raises on bad input.
 """
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from typing import Any
+
+from kai_flows.argo import dag
+from kai_flows.argo.depends import depends_refs, task_depends
 
 TEMPLATE_TYPES = ("container", "containerSet", "steps", "script", "resource", "dag", "suspend", "data", "http",
                   "plugin")
 LEAF_TYPES = {"container", "containerSet", "script", "resource", "data", "http", "plugin"}
 POD_TYPES = {"container", "containerSet", "script", "resource"}
 OUTPUT_TYPES = {"container", "containerSet", "script", "data", "http", "plugin"}  # that have outputs.result
-DEPENDS_RESULTS = {"Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded", "AllFailed"}
-_DEPENDS_TOKEN = re.compile(r"&&|\|\||!|\(|\)")
 
 
 def as_list(value: Any) -> list[Any]:
@@ -45,58 +46,25 @@ def loop_kind(task: dict[str, Any]) -> str | None:
     return kinds[0] if kinds else None
 
 
-def parse_depends(expr: str) -> list[tuple[str, str | None]]:
-    """`a && (b.Failed || !c)` -> [(a, None), (b, Failed), (c, None)]."""
-    out = []
-    for token in _DEPENDS_TOKEN.sub(" ", expr).split():
-        name, _, result = token.partition(".")
-        out.append((name, result or None))
-    return out
-
-
 def task_dependencies(task: dict[str, Any]) -> list[tuple[str, str | None]]:
-    if isinstance(task.get("depends"), str) and task["depends"].strip():
-        return parse_depends(task["depends"])
-    return [(d, None) for d in as_list(task.get("dependencies")) if isinstance(d, str)]
+    """(task, result or None) for each operand of the task's `depends` (or `dependencies`), as Argo reads them."""
+    return [(ref.task, ref.result) for ref in depends_refs(task_depends(task))]
 
 
 class DagView:
     def __init__(self, tasks: list[Any]) -> None:
         self.tasks = [t for t in tasks if isinstance(t, dict)]
         self.by_name = {t["name"]: t for t in self.tasks if isinstance(t.get("name"), str)}
-
-    def deps(self, name: str) -> list[str]:
-        task = self.by_name.get(name, {})
-        return [d for d, _ in task_dependencies(task) if d in self.by_name]
+        # each task's dependencies that are tasks of this DAG (argo_rules reports the others)
+        self.graph = {name: [d for d, _ in task_dependencies(t) if d in self.by_name]
+                      for name, t in self.by_name.items()}
 
     def ancestors(self, name: str) -> set[str]:
-        seen: set[str] = set()
-        stack = list(self.deps(name))
-        while stack:
-            d = stack.pop()
-            if d not in seen:
-                seen.add(d)
-                stack.extend(self.deps(d))
-        return seen
+        return dag.ancestors(self.graph, name)
 
     def cycle(self) -> list[str] | None:
-        """One dependency cycle as a path of task names, or None."""
-        state: dict[str, int] = {}  # 1 = on stack, 2 = done
-
-        def visit(n: str, path: list[str]) -> list[str] | None:
-            state[n] = 1
-            for d in self.deps(n):
-                if state.get(d) == 1:
-                    return [*path[path.index(d):], d] if d in path else [*path, d]
-                if d not in state and (found := visit(d, [*path, d])):
-                    return found
-            state[n] = 2
-            return None
-
-        for name in self.by_name:
-            if name not in state and (found := visit(name, [name])):
-                return found
-        return None
+        """One dependency cycle as a path of task names, each depending on the next, or None."""
+        return dag.find_cycle(self.graph)
 
 
 class SpecView:

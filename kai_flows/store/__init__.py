@@ -1,6 +1,6 @@
-"""The artifact store: S3 under Argo's keys (``s3``) and the embedded SeaweedFS serving it locally (``seaweed``)."""
+"""The artifact store: S3 under Argo's keys (``s3``; the keys themselves are ``kai_flows.argo.names``) and the
+embedded SeaweedFS serving it locally (``seaweed``)."""
 
-from kai_flows.store.argo_keys import argo_artifact_key, argo_node_id, argo_pod_name, fnv32a
 from kai_flows.store.config import S3Config
 from kai_flows.store.errors import (
     InvalidKeyError,
@@ -33,8 +33,4 @@ __all__ = [
     "StoreIntegrityError",
     "StoreKeyMissingError",
     "StoreUnreachableError",
-    "argo_artifact_key",
-    "argo_node_id",
-    "argo_pod_name",
-    "fnv32a",
 ]

@@ -4,7 +4,7 @@ How it maps to Argo
 -------------------
 An output artifact lives at the key Argo would give it with the default ``keyFormat``
 ``{{workflow.name}}/{{pod.name}}`` and ``archive: none`` (no tarball): ``<workflow>/<pod>/<artifact-name>``
-(see ``argo_artifact_key``; ``argo_pod_name`` and ``argo_node_id`` compute Argo's names). A file artifact is
+(see ``kai_flows.argo.names.argo_artifact_key``: Argo's names). A file artifact is
 one object at that key; a directory artifact is one object per file under ``<key>/``, which is what Argo's
 executor uploads for a directory with ``archive: none``. So a local run's bucket reads like a cluster run's,
 and a cluster's MinIO/S3 (named by the artifact-repository ConfigMap) is reached through the same class.
@@ -39,7 +39,6 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from pydantic import ValidationError
 
-from kai_flows.store.argo_keys import argo_artifact_key, argo_node_id, argo_pod_name, fnv32a
 from kai_flows.store.config import S3Config
 from kai_flows.store.errors import (
     InvalidKeyError,
@@ -53,14 +52,7 @@ from kai_flows.store.errors import (
 )
 from kai_flows.store.manifest import MANIFEST_PREFIX, Manifest, ManifestEntry, check_key, manifest_key, scan_local
 
-__all__ = [
-    "ArtifactStore",
-    "S3Config",
-    "argo_artifact_key",
-    "argo_node_id",
-    "argo_pod_name",
-    "fnv32a",
-]
+__all__ = ["ArtifactStore", "S3Config"]
 
 T = TypeVar("T")
 R = TypeVar("R")

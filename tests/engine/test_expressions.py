@@ -12,14 +12,14 @@ import itertools
 
 import pytest
 
-from kai_flows.engine.expressions import (
+from kai_flows.argo.depends import (
     ExpressionError,
     TaskState,
     depends_from_dependencies,
     depends_task_names,
     evaluate_depends,
-    evaluate_when,
 )
+from kai_flows.engine.expressions import evaluate_when
 
 PHASES = ["Succeeded", "Failed", "Error", "Skipped", "Omitted", "Daemoned"]
 

@@ -13,13 +13,13 @@ import json
 
 import pytest
 
+from kai_flows.argo.names import fnv32a
 from kai_flows.engine.loops import (
     LoopError,
     aggregate_outputs,
     child_node_name,
     expand_items,
     expand_sequence,
-    fnv32a,
     item_scope,
     should_expand,
 )

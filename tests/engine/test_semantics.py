@@ -8,7 +8,7 @@ import itertools
 import json
 from pathlib import Path
 
-from kai_flows.store.argo_keys import argo_node_id, argo_pod_name
+from kai_flows.argo.names import argo_node_id, argo_pod_name
 from tests.engine.wf import ECHO, FAIL, OK, WRITE_PARAM, container, dag, workflow
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kai_flows.store import argo_artifact_key, argo_node_id, argo_pod_name, fnv32a
+from kai_flows.argo.names import argo_artifact_key, argo_node_id, argo_pod_name, fnv32a
 
 
 def reference_fnv1a_32(data: bytes) -> int:
