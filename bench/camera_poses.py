@@ -23,10 +23,10 @@ import pycolmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps._imageio import IMAGE_SUFFIXES
-from steps._metrics import pose_errors, read_strecha_dir
-from steps.camera_poses import camera_poses
-from steps.sample_scene import render_sample_scene
+from kai_steps._imageio import IMAGE_SUFFIXES
+from kai_steps._metrics import pose_errors, read_strecha_dir
+from kai_steps.camera_poses import camera_poses
+from kai_steps.sample_scene import render_sample_scene
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -25,13 +25,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps.camera_poses import camera_poses
-from steps.convert import convert
-from steps.finalize import finalize
-from steps.mesh import mesh
-from steps.plan import PLANS
-from steps.point_cloud import point_cloud
-from steps.preprocess import preprocess
+from kai_steps.camera_poses import camera_poses
+from kai_steps.convert import convert
+from kai_steps.finalize import finalize
+from kai_steps.mesh import mesh
+from kai_steps.plan import PLANS
+from kai_steps.point_cloud import point_cloud
+from kai_steps.preprocess import preprocess
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

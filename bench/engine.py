@@ -36,7 +36,7 @@ DATASET = REPO.parent / "shared" / "datasets" / "fountain_p11" / "images"
 ONE_PROCESS = """
 import sys
 from pathlib import Path
-from steps.quality import aggregate_quality, assess_image, list_images
+from kai_steps.quality import aggregate_quality, assess_image, list_images
 images, out = Path(sys.argv[1]), Path(sys.argv[2])
 listing = list_images(images)
 scores = [assess_image(images / name, image_name=name) for name in listing.names]
@@ -83,7 +83,7 @@ def bench_quality(store, work: Path, repeat: int) -> None:
     if not template.exists() or not DATASET.is_dir():
         print("(c) image-quality template or fountain_p11 missing: skipped")
         return
-    from steps.quality import list_images
+    from kai_steps.quality import list_images
 
     listing = list_images(DATASET)
     def cpu() -> float:

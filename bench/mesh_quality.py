@@ -29,11 +29,11 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps._colmap import find_model, strecha_cameras_dir, strecha_model
-from steps._geometry import bbox_diagonal, mesh_scores
-from steps._metrics import read_strecha_dir
-from steps.mesh import mesh
-from steps.point_cloud import point_cloud
+from kai_steps._colmap import find_model, strecha_cameras_dir, strecha_model
+from kai_steps._geometry import bbox_diagonal, mesh_scores
+from kai_steps._metrics import read_strecha_dir
+from kai_steps.mesh import mesh
+from kai_steps.point_cloud import point_cloud
 
 
 def _peak_mib() -> float:
@@ -81,7 +81,7 @@ def main() -> None:
                 gt_cameras = None  # the model's world is the ground truth's world
                 rows.append(("gt-pose model", f"{time.perf_counter() - t0:.1f} s"))
             else:
-                from steps.camera_poses import camera_poses
+                from kai_steps.camera_poses import camera_poses
 
                 t0 = time.perf_counter()
                 images, sparse = args.dataset / "images", tmp / "sparse"

@@ -25,8 +25,8 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps._nerf import sphere_colour, sphere_scene
-from steps.radiance_field import field_mesh, radiance_field
+from kai_steps._nerf import sphere_colour, sphere_scene
+from kai_steps.radiance_field import field_mesh, radiance_field
 
 
 def main() -> None:

@@ -33,11 +33,11 @@ from bench.camera_poses import plain_pycolmap, timed
 from kai_flows.engine.model import EngineError
 from kai_flows.engine.runner import NodeResult, RunResult, run_pipeline
 from kai_flows.evaluate import evaluate
-from steps._colmap import find_model
-from steps._imageio import IMAGE_SUFFIXES
-from steps._metrics import pose_errors, read_strecha_dir
-from steps.plan import plan_reconstruction
-from steps.sample_scene import render_sample_scene
+from kai_steps._colmap import find_model
+from kai_steps._imageio import IMAGE_SUFFIXES
+from kai_steps._metrics import pose_errors, read_strecha_dir
+from kai_steps.plan import plan_reconstruction
+from kai_steps.sample_scene import render_sample_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "workflow_templates" / "reconstruction.yaml"

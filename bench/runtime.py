@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kai_flows.engine.runner import run_pipeline
 from kai_flows.evaluate import evaluate
-from steps.sample_scene import render_sample_scene
+from kai_steps.sample_scene import render_sample_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SCEAUX = REPO.parent / "shared" / "datasets" / "sceaux_castle" / "images"

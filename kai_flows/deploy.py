@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kai_flows import resources
 from kai_flows.policy import NAMESPACE
 
 if TYPE_CHECKING:
     from kai_flows.compile import ClusterSettings
 
 FIELD_MANAGER = "kai-flows"
-REPO = Path(__file__).resolve().parents[1]
-COMMITTED = REPO / "workflow_templates"
+COMMITTED = resources.templates_dir()  # the WorkflowTemplates shipped with kai-flows
 # Dependency order: what a later kind refers to is applied first; unknown kinds go last but before templates.
 # The step NetworkPolicy goes before the templates: no step pod runs before its egress is fenced.
 KIND_ORDER = ("Namespace", "PriorityClass", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding",
@@ -71,7 +71,7 @@ class DeployOptions:
     skip_cluster: bool = False
     skip_templates: bool = False
     source: Path = field(default_factory=lambda: COMMITTED)  # committed YAML root (templates + cluster/)
-    images_dir: Path = field(default_factory=lambda: REPO / "images")  # Dockerfiles lint checks images against
+    images_dir: Path = field(default_factory=resources.dockerfiles_dir)  # Dockerfiles lint checks images against
 
 
 # ------------------------------------------------------------------------------------------ render
@@ -179,7 +179,7 @@ def render(opts: DeployOptions, workdir: Path) -> list[Manifest]:
 # ------------------------------------------------------------------------------------------ validate
 
 
-def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO / "images",
+def validate(manifests: list[Manifest], workdir: Path, images_dir: Path | None = None,
              require_digests: bool = False) -> list[str]:
     """Problems found by `kai_flows.lint` (strict Argo schema, Kubernetes schemas, argo lint rules, Kai policy)
     on the rendered objects, written out under their source names; an empty list means they may be applied."""
@@ -193,7 +193,8 @@ def validate(manifests: list[Manifest], workdir: Path, images_dir: Path = REPO /
         from kai_flows.lint import lint_paths
     except ImportError:
         return _schema_only(manifests)
-    problems = lint_paths([staged], images_dir=images_dir, require_digests=require_digests)
+    problems = lint_paths([staged], images_dir=images_dir or resources.dockerfiles_dir(),
+                          require_digests=require_digests)
     return [str(p).replace(f"{staged}/", "") for p in problems]
 
 
@@ -204,7 +205,7 @@ def _schema_only(manifests: list[Manifest]) -> list[str]:
     import jsonschema
     import kubernetes_validate
 
-    schema_file = next(iter(sorted((REPO / "kai_flows" / "schemas").glob("argo-*.schema.json"))), None)
+    schema_file = next(iter(sorted(resources.schemas_dir().glob("argo-*.schema.json"))), None)
     argo = json.loads(schema_file.read_text()) if schema_file else None
     problems = []
     for m in manifests:

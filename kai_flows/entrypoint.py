@@ -1,6 +1,6 @@
 """The step entry point every compiled container runs (design contract 2).
 
-    python -m kai_flows.entrypoint steps.quality:assess_image \
+    python -m kai_flows.entrypoint kai_steps.quality:assess_image \
         --param name={{inputs.parameters.name}} \
         --artifact images={{inputs.artifacts.images.path}} \
         --artifact report={{outputs.artifacts.report.path}} \

@@ -13,9 +13,9 @@ import numpy as np
 import pycolmap
 import trimesh
 
-from steps._colmap import find_model
-from steps._geometry import bbox_diagonal, mesh_scores
-from steps._metrics import pose_errors, read_strecha_dir
+from kai_steps._colmap import find_model
+from kai_steps._geometry import bbox_diagonal, mesh_scores
+from kai_steps._metrics import pose_errors, read_strecha_dir
 
 
 @dataclass(frozen=True)

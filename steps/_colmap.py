@@ -135,7 +135,7 @@ def strecha_model(dataset: Path, out: Path, names: list[str] | None = None, scal
     """A posed COLMAP model (no points) from a Strecha-format set (``images/`` and ``gt_dense_cameras/`` or the
     sample scene's ``gt_cameras/``), images resized by ``scale``: ``out/images`` and ``out/sparse``. For tests and
     benchmarks with exact poses."""
-    from steps._metrics import read_strecha_dir
+    from kai_steps._metrics import read_strecha_dir
 
     dataset, out = Path(dataset), Path(out)
     cams = read_strecha_dir(strecha_cameras_dir(dataset))

@@ -7,8 +7,8 @@ from typing import Any
 
 import lazy_loader as lazy
 
-from steps._colmap import ReconstructionInputError
-from steps.convert import _load_input  # private in convert, reused for its clear read/no-faces errors
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps.convert import _load_input  # private in convert, reused for its clear read/no-faces errors
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 fast_simplification = lazy.load("fast_simplification")

@@ -209,7 +209,7 @@ def _undistort(img: np.ndarray, K: np.ndarray, dist: np.ndarray) -> tuple[np.nda
 def load_posed(images: Path, sparse: Path, max_image_size: int) -> tuple[list[PosedImage], np.ndarray]:
     """Every posed image of the COLMAP model, shrunk to ``max_image_size`` and undistorted with OpenCV (pinhole
     and radial models; the intrinsics follow the image files' actual size), and the sparse points (N, 3)."""
-    from steps._colmap import ReconstructionInputError, load_model
+    from kai_steps._colmap import ReconstructionInputError, load_model
 
     images = Path(images)
     rec = load_model(Path(sparse))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steps._imageio import IMAGE_SUFFIXES
+from kai_steps._imageio import IMAGE_SUFFIXES
 
 
 def walk_files(folder: Path) -> list[Path]:

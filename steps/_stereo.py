@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lazy_loader as lazy
 
-from steps._colmap import PosedViews, View
+from kai_steps._colmap import PosedViews, View
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 cv2 = lazy.load("cv2")

@@ -24,8 +24,8 @@ from PIL import ExifTags, Image
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._colmap import image_folder
-from steps._imageio import IMAGE_SUFFIXES
+from kai_steps._colmap import image_folder
+from kai_steps._imageio import IMAGE_SUFFIXES
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

@@ -16,8 +16,8 @@ import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._colmap import ReconstructionInputError
-from steps._io import staged_dir, write_json
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps._io import staged_dir, write_json
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

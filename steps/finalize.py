@@ -24,8 +24,8 @@ from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import OptionalIn, Out, step
-from steps._io import staged_dir, write_json
-from steps._render import preview_views
+from kai_steps._io import staged_dir, write_json
+from kai_steps._render import preview_views
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

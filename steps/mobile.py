@@ -16,13 +16,13 @@ import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._colmap import ReconstructionInputError
-from steps._io import staged_dir, write_json
-from steps._mobile_glb import DRACO_EXT, draco_glb, glb_json
-from steps._mobile_lod import SurfaceDistance, decimate, find_model, load_model
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps._io import staged_dir, write_json
+from kai_steps._mobile_glb import DRACO_EXT, draco_glb, glb_json
+from kai_steps._mobile_lod import SurfaceDistance, decimate, find_model, load_model
 
 # convert's usdz writer and re-open check are private there; reused so both steps write the same usdz.
-from steps.convert import ExportCheckError, _check, _load_input, _write_usdz
+from kai_steps.convert import ExportCheckError, _check, _load_input, _write_usdz
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

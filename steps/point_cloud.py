@@ -17,10 +17,10 @@ import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._colmap import ReconstructionInputError, load_views
-from steps._geometry import canonical_mesh, canonical_points, viewer_rotation
-from steps._io import staged_dir, write_json
-from steps._stereo import depth_maps, fuse
+from kai_steps._colmap import ReconstructionInputError, load_views
+from kai_steps._geometry import canonical_mesh, canonical_points, viewer_rotation
+from kai_steps._io import staged_dir, write_json
+from kai_steps._stereo import depth_maps, fuse
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

@@ -19,8 +19,8 @@ from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._imageio import IMAGE_SUFFIXES, Decoded, ImageDecodeError, decode
-from steps._photos import walk_files
+from kai_steps._imageio import IMAGE_SUFFIXES, Decoded, ImageDecodeError, decode
+from kai_steps._photos import walk_files
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 cv2 = lazy.load("cv2")

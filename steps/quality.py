@@ -21,8 +21,8 @@ from PIL import ExifTags, Image, ImageDraw, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._imageio import IMAGE_SUFFIXES
-from steps._photos import fan_out_problem, is_photo, walk_files
+from kai_steps._imageio import IMAGE_SUFFIXES
+from kai_steps._photos import fan_out_problem, is_photo, walk_files
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 cv2 = lazy.load("cv2")

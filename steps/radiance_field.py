@@ -22,13 +22,13 @@ import lazy_loader as lazy
 from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
-from steps._colmap import ReconstructionInputError
-from steps._geometry import clean_mesh, decimate, viewer_rotation
-from steps._io import staged_dir, write_json
-from steps.mesh import MeshSummary
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps._geometry import clean_mesh, decimate, viewer_rotation
+from kai_steps._io import staged_dir, write_json
+from kai_steps.mesh import MeshSummary
 
 if TYPE_CHECKING:  # for annotations only: the module itself loads torch
-    from steps._nerf import PosedImage, VoxelField
+    from kai_steps._nerf import PosedImage, VoxelField
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

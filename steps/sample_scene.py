@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import Out, step
-from steps._metrics import StrechaCamera, write_strecha_camera
+from kai_steps._metrics import StrechaCamera, write_strecha_camera
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")

@@ -23,7 +23,7 @@ def sample_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Render the synthetic sample scene: a textured object on a textured ground, with exact cameras and mesh."""
-    from steps.sample_scene import render_sample_scene
+    from kai_steps.sample_scene import render_sample_scene
 
     try:
         summary = render_sample_scene(out, views=views, width=width, height=height, seed=seed)
@@ -34,7 +34,7 @@ def sample_cmd(
 
 
 def _ensure_sample(folder: Path) -> Path:
-    from steps.sample_scene import render_sample_scene
+    from kai_steps.sample_scene import render_sample_scene
 
     if not (folder / "images").is_dir():
         staging = folder.with_name(folder.name + ".partial")

@@ -114,7 +114,9 @@ def list_cmd(
     """The images the compiled templates reference, and which of them exist locally."""
     from kai_flows import images
     from kai_flows.containers import ContainerEngineError, find_engine
-    folder = templates or Path("workflow_templates")
+    from kai_flows.resources import templates_dir
+
+    folder = templates or (Path("workflow_templates") if Path("workflow_templates").is_dir() else templates_dir())
     refs = images.referenced_images(folder)
     try:
         eng = find_engine(engine)

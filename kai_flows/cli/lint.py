@@ -11,14 +11,17 @@ from kai_flows.policy import PolicyError
 
 
 def lint_cmd(
-    paths: list[Path] = typer.Argument(None, help="YAML files or folders (recursed); default workflow_templates/"),
+    paths: list[Path] = typer.Argument(None, help="YAML files or folders (recursed); default ./workflow_templates/, "
+                                        "else the templates shipped with kai-flows"),
     images: Path | None = typer.Option(None, "--images", help="Dockerfile folder, images/<name>/Dockerfile; default "
                                                               "the images/ folder nearest each linted file"),
     require_digests: bool = typer.Option(False, "--require-digests", help="refuse any image not pinned by a registry "
                                          "digest (@sha256:...), as a production deploy must"),
 ) -> None:
     """Check Argo and Kubernetes YAML: Argo's schema (strict), argo lint's rules, Kubernetes schemas, Kai's policy."""
-    targets = paths or [Path("workflow_templates")]
+    from kai_flows.resources import templates_dir
+
+    targets = paths or [Path("workflow_templates") if Path("workflow_templates").is_dir() else templates_dir()]
     try:
         result = lint_result(targets, images_dir=images, require_digests=require_digests)
     except (LintError, PolicyError) as e:

@@ -95,19 +95,22 @@ def cache_dir() -> Path:
 
 
 def find_template(pipeline: str | Path, templates_dir: Path | None = None) -> Path:
-    """A path to a WorkflowTemplate file, or the name of one in `workflow_templates/`."""
+    """A path to a WorkflowTemplate file, or the name of one: in `templates_dir`, else in ./workflow_templates/
+    (a project's own compiled templates), else among those shipped with kai-flows."""
+    from kai_flows.resources import templates_dir as shipped
+
     path = Path(pipeline)
     if path.suffix in (".yaml", ".yml") or path.is_file() or os.sep in str(pipeline):
         if not path.is_file():
             raise RunRequestError(f"no WorkflowTemplate file at {path}")
         return path
-    folder = templates_dir or Path("workflow_templates")
-    candidate = folder / f"{pipeline}.yaml"
-    if not candidate.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise RunRequestError(f"unknown pipeline {str(pipeline)!r}: no {candidate}"
-                              + (f" (known: {', '.join(known)})" if known else ""))
-    return candidate
+    folders = [templates_dir] if templates_dir else [Path("workflow_templates"), shipped()]
+    for folder in folders:
+        if (folder / f"{pipeline}.yaml").is_file():
+            return folder / f"{pipeline}.yaml"
+    known = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
+    raise RunRequestError(f"unknown pipeline {str(pipeline)!r}: no {pipeline}.yaml in "
+                          + " or ".join(str(f) for f in folders) + (f" (known: {', '.join(known)})" if known else ""))
 
 
 def _json_annotation(wf: Workflow, key: str) -> dict[str, str]:
@@ -589,9 +592,10 @@ def run_pipeline(
 
 
 def _step_env() -> dict[str, str]:
-    """The engine's environment, with the working directory importable (steps/ lives in the project root)."""
+    """The engine's environment, with the working directory importable: a user's own step modules there run
+    as kai-flows' installed ones (kai_steps) do."""
     env = dict(os.environ)
-    paths = [os.getcwd(), str(Path(__file__).resolve().parents[2])]
+    paths = [os.getcwd()]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -11,7 +11,7 @@ threads (it forks, so it keeps to one select loop), and it dies with the engine 
 die with it the same way. Each child reports the modules it imported lazily, and the server imports them too,
 so later forks of the same step skip that work as well.
 
-    python -m kai_flows.engine.zygote steps.quality
+    python -m kai_flows.engine.zygote kai_steps.quality
 """
 
 from __future__ import annotations

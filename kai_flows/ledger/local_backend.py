@@ -42,6 +42,7 @@ from uuid import UUID
 
 import yaml
 
+from kai_flows import resources
 from kai_flows.argo.names import INPUTS_ANNOTATION, QUEUE_CONFIGMAP
 from kai_flows.ledger.errors import BackendError, WorkflowNotFound
 from kai_flows.ledger.models import Job, JobOutput
@@ -115,7 +116,7 @@ class LocalEngineBackend:
         for d in (self.workflows_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.templates_dir = Path(templates_dir or os.environ.get("KAI_TEMPLATES_DIR")
-                                  or Path(__file__).resolve().parents[2] / "workflow_templates")
+                                  or resources.templates_dir())
         self.warm_starts = warm_starts
         self._external = store if store is not None else S3Config.from_env()
         self._server: Any = None  # EmbeddedSeaweedFS, started on first launch
@@ -245,8 +246,6 @@ class LocalEngineBackend:
             self._children[name] = subprocess.Popen(
                 [sys.executable, "-m", "kai_flows.ledger.local_backend", str(d)],
                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))},
             )
 
     # -- follow -----------------------------------------------------------------------------------------------

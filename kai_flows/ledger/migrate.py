@@ -62,16 +62,11 @@ class MigrationState:
 
 
 def migrations_dir(directory: str | os.PathLike[str] | None = None) -> Path:
-    """Where the migration files are: the argument, else $KAI_MIGRATIONS_DIR, else the project's `migrations/`.
+    """Where the migration files are: the argument, else $KAI_MIGRATIONS_DIR, else the ones shipped with kai-flows
+    (package data: the repository's `migrations/`)."""
+    from kai_flows.resources import migrations_dir as shipped
 
-    The one place that knows the location, so shipping the files as package data later changes only this.
-    """
-    if directory is not None:
-        path = Path(directory)
-    elif env := os.environ.get("KAI_MIGRATIONS_DIR"):
-        path = Path(env)
-    else:
-        path = Path(__file__).resolve().parents[2] / "migrations"
+    path = Path(directory) if directory is not None else shipped()
     if not path.is_dir():
         raise MigrationError(f"migrations directory {path} does not exist")
     return path

@@ -47,11 +47,14 @@ def _cluster(docs: list[Document]) -> Cluster:
 
 
 def default_images_dir(file: Path) -> Path:
-    """`images/` in the nearest ancestor of the linted file that has one (the repo root), else ./images."""
+    """`images/` in the nearest ancestor of the linted file that has one (a checkout's), else the image
+    Dockerfiles shipped with kai-flows."""
     for parent in file.resolve().parents:
         if (parent / "images").is_dir():
             return parent / "images"
-    return Path.cwd() / "images"
+    from kai_flows.resources import dockerfiles_dir
+
+    return dockerfiles_dir()
 
 
 def _check_cluster_object(d: Document, policy: Policy, report: Reporter) -> None:

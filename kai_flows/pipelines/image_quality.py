@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kai_flows.pipeline import Pipeline
-from steps.quality import aggregate_quality, assess_image, list_images
+from kai_steps.quality import aggregate_quality, assess_image, list_images
 
 
 def build() -> Pipeline:

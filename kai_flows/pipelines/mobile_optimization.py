@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kai_flows.pipeline import Pipeline
-from steps.mobile import mobile_lods, mobile_package
+from kai_steps.mobile import mobile_lods, mobile_package
 
 
 def build() -> Pipeline:

@@ -24,15 +24,15 @@ from kai_flows.pipeline import (
     Task,
     json_object,
 )
-from steps.camera_poses import camera_poses
-from steps.convert import convert
-from steps.finalize import finalize
-from steps.mesh import mesh
-from steps.plan import QualityTier, plan_reconstruction
-from steps.point_cloud import point_cloud
-from steps.preprocess import preprocess
-from steps.quality import aggregate_quality, assess_image, list_images
-from steps.radiance_field import field_mesh, radiance_field
+from kai_steps.camera_poses import camera_poses
+from kai_steps.convert import convert
+from kai_steps.finalize import finalize
+from kai_steps.mesh import mesh
+from kai_steps.plan import QualityTier, plan_reconstruction
+from kai_steps.point_cloud import point_cloud
+from kai_steps.preprocess import preprocess
+from kai_steps.quality import aggregate_quality, assess_image, list_images
+from kai_steps.radiance_field import field_mesh, radiance_field
 
 
 @dataclass

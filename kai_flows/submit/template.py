@@ -6,23 +6,21 @@ Read from the committed `workflow_templates/<name>.yaml` or from the cluster (a 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kai_flows import resources
 from kai_flows.argo.names import INPUTS_ANNOTATION, OUTPUTS_ANNOTATION
 from kai_flows.policy import CPU_FALLBACK_ANNOTATION, GPU_RESOURCE
 from kai_flows.submit.errors import SubmitError
 
-DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "workflow_templates"
-
 
 def templates_dir() -> Path:
-    """`$KAI_TEMPLATES_DIR`, else the project's committed `workflow_templates/`."""
-    return Path(os.environ.get("KAI_TEMPLATES_DIR") or DEFAULT_TEMPLATES_DIR)
+    """`$KAI_TEMPLATES_DIR`, else the WorkflowTemplates shipped with kai-flows (package data)."""
+    return resources.templates_dir()
 
 
 def template_name(pipeline: str) -> str:

@@ -14,7 +14,7 @@ from kai_flows.engine.runner import run_pipeline
 from kai_flows.evaluate import evaluate
 from kai_flows.images import families, find_checkout
 from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG
-from steps.sample_scene import render_sample_scene
+from kai_steps.sample_scene import render_sample_scene
 
 REPO = Path(__file__).resolve().parents[2]
 SCEAUX = REPO.parent / "shared" / "datasets" / "sceaux_castle" / "images"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from kai_flows.engine.runner import RunResult, run_pipeline
 from kai_flows.evaluate import evaluate
-from steps.sample_scene import render_sample_scene
+from kai_steps.sample_scene import render_sample_scene
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from steps._colmap import ReconstructionInputError
-from steps.convert import convert
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps.convert import convert
 
 
 def coloured_mesh(folder: Path) -> trimesh.Trimesh:

@@ -11,8 +11,8 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from steps.convert import convert
-from steps.finalize import finalize
+from kai_steps.convert import convert
+from kai_steps.finalize import finalize
 
 ARGO_FAILURES = json.dumps([{
     "displayName": "camera-poses", "message": "only 2 of 11 images registered (0003.jpg, 0004.jpg)",

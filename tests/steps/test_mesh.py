@@ -10,10 +10,10 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from steps._colmap import ReconstructionInputError, strecha_model
-from steps._geometry import mesh_scores
-from steps.mesh import mesh
-from steps.point_cloud import point_cloud
+from kai_steps._colmap import ReconstructionInputError, strecha_model
+from kai_steps._geometry import mesh_scores
+from kai_steps.mesh import mesh
+from kai_steps.point_cloud import point_cloud
 
 DATASETS = Path(os.environ.get("KAI_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 FOUNTAIN = DATASETS / "fountain_p11"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from steps._colmap import ReconstructionInputError
-from steps.mobile import MobileBudgetError, mobile_lods, mobile_package
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps.mobile import MobileBudgetError, mobile_lods, mobile_package
 
 SOURCE_FACES = 81920
 

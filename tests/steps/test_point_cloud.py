@@ -12,9 +12,9 @@ import pycolmap
 import pytest
 from scipy.spatial import cKDTree
 
-from steps._colmap import ReconstructionInputError, strecha_model
-from steps._metrics import read_strecha_dir
-from steps.point_cloud import point_cloud
+from kai_steps._colmap import ReconstructionInputError, strecha_model
+from kai_steps._metrics import read_strecha_dir
+from kai_steps.point_cloud import point_cloud
 
 DATASETS = Path(os.environ.get("KAI_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 FOUNTAIN = DATASETS / "fountain_p11"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.preprocess import PreprocessError, preprocess
+from kai_steps.preprocess import PreprocessError, preprocess
 
 
 def _texture(w: int, h: int, seed: int = 0) -> np.ndarray:

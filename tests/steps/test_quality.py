@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.quality import aggregate_quality, assess_image, list_images
+from kai_steps.quality import aggregate_quality, assess_image, list_images
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import trimesh
 
-from steps._colmap import ReconstructionInputError
-from steps._nerf import sphere_colour, sphere_scene
-from steps.radiance_field import RadianceFieldError, field_mesh, radiance_field
+from kai_steps._colmap import ReconstructionInputError
+from kai_steps._nerf import sphere_colour, sphere_scene
+from kai_steps.radiance_field import RadianceFieldError, field_mesh, radiance_field
 
 RADIUS = 1.0
 
@@ -120,7 +120,7 @@ def test_radial_distortion_is_undone(scene: Path, tmp_path: Path) -> None:
     import cv2
     import pycolmap
 
-    from steps._nerf import load_posed
+    from kai_steps._nerf import load_posed
 
     k = 0.1
     rec = pycolmap.Reconstruction(str(scene / "sparse"))

@@ -11,8 +11,8 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from steps._metrics import read_strecha_dir
-from steps.sample_scene import SampleSceneError, render_sample_scene
+from kai_steps._metrics import read_strecha_dir
+from kai_steps.sample_scene import SampleSceneError, render_sample_scene
 
 
 @pytest.fixture(scope="module")

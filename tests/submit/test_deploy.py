@@ -161,7 +161,9 @@ def test_no_cluster_configured(source: Path, images: Path) -> None:
 
 
 def test_other_tag_compiles_afresh_and_leaves_committed_yaml(tmp_path: Path) -> None:
-    from kai_flows.submit.template import DEFAULT_TEMPLATES_DIR
+    from kai_flows.resources import templates_dir
+
+    DEFAULT_TEMPLATES_DIR = templates_dir()
 
     if not list(DEFAULT_TEMPLATES_DIR.glob("*.yaml")):
         pytest.skip("no committed workflow_templates/*.yaml yet")

@@ -1,0 +1,1 @@
+"""The step images' Dockerfiles, shipped as package data (lint checks an image has one): kai_flows.resources."""

@@ -1,0 +1,1 @@
+"""The ledger's SQL migrations, shipped as package data: kai_flows.resources."""

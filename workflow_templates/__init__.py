@@ -1,0 +1,1 @@
+"""The compiled WorkflowTemplates (`make templates`), shipped as package data: kai_flows.resources."""
