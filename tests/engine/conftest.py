@@ -11,9 +11,6 @@ import pytest
 
 from kai_flows.engine import RunResult, run_pipeline
 from kai_flows.store import ArtifactStore, EmbeddedSeaweedFS
-from kai_flows.store.testing import seaweed_server
-
-__all__ = ["seaweed_server"]
 
 
 @pytest.fixture

@@ -135,6 +135,7 @@ def test_port_taken_for_the_embedded_store(tmp_path):
             server.start()
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_overlapping_runs_get_their_own_embedded_store(tmp_path, images):
     """A second run while the default store folder is in use starts its own server in the next folder (and records
     it, so a resume finds its artifacts); an explicitly chosen folder in use is a one-line error instead."""
@@ -149,6 +150,7 @@ def test_overlapping_runs_get_their_own_embedded_store(tmp_path, images):
                          store_dir=cache / "store")
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_resume_uses_the_store_folder_of_its_run(tmp_path):
     """A resumed run's artifacts are in the folder its run used: it goes there (not to a free default one)."""
     cache = tmp_path / "cache"

@@ -11,8 +11,9 @@ import pytest
 
 from kai_flows.engine import run_pipeline
 from kai_flows.engine.runner import RunRequestError
+from tests.conftest import DATASETS
 
-DATASET = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "herz_jesus_p8" / "images"
+DATASET = DATASETS / "herz_jesus_p8" / "images"
 
 
 def photos(folder: Path, names: list[str]) -> Path:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from kai_flows.engine import run_pipeline
+from tests.conftest import REPO
 from tests.engine.wf import OK, container, dag, workflow
 
-REPO = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("_engine_child.py")
 
 

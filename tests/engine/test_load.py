@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from kai_flows.engine import TemplateError, load_workflow
+from tests.conftest import REPO
 from tests.engine.wf import OK, container, dag, workflow
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def base() -> dict:

@@ -68,6 +68,7 @@ def weed_pid(store_dir: Path) -> int:
     return int(text.rsplit("weed pid", 1)[1])
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_embedded_store_killed_mid_step_is_restarted_and_the_step_not_rerun(tmp_path):
     thread, box = run_in_thread(template=held_step(tmp_path), out=tmp_path / "out", cache=tmp_path / "cache",
                                 store_dir=tmp_path / "store")
@@ -87,6 +88,7 @@ def test_embedded_store_killed_mid_step_is_restarted_and_the_step_not_rerun(tmp_
     assert json.loads((tmp_path / "out" / "run.json").read_text())["phase"] == "Succeeded"
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_external_store_that_dies_stops_the_run_in_error_without_retries(tmp_path, monkeypatch):
     monkeypatch.setattr(store_guard, "PATIENCE_S", 2.0)
     server = EmbeddedSeaweedFS(tmp_path / "external")

@@ -2,16 +2,14 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
 from kai_flows.compile import compile_pipeline, render_all
 from kai_flows.pipeline import Pipeline
 from kai_flows.pipelines import PIPELINES
+from tests.conftest import REPO
 from tests.foundation.steps_fixture import count_lines, needs_list, on_gpu
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _templates(wt):

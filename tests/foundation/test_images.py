@@ -2,15 +2,14 @@
 
 import importlib.util
 import re
-from pathlib import Path
 
 import yaml
 
 from kai_flows.compile import render_all
 from kai_flows.images import families
 from kai_flows.policy import DEFAULT_TAG
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 
 

@@ -17,12 +17,9 @@ from pathlib import Path
 import pytest
 from setuptools import find_packages
 
-from kai_flows.store.testing import seaweed_server
+from tests.conftest import DATASETS, REPO
 
-__all__ = ["seaweed_server"]  # the real S3 store the installed CLI runs against
-
-REPO = Path(__file__).resolve().parents[2]
-DATASET = REPO.parent / "shared" / "datasets" / "herz_jesus_p8" / "images"
+DATASET = DATASETS / "herz_jesus_p8" / "images"
 
 
 def test_the_package_list_names_every_package():

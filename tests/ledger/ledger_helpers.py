@@ -11,8 +11,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from kai_flows.cli.ledger import register
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def python(*args: str, **kwargs) -> subprocess.Popen:  # type: ignore[no-untyped-def]

@@ -38,8 +38,8 @@ from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG, STEP_LABEL
 from kai_flows.store import S3Config
 from kai_flows.submit import KubeBackend, Submitter
 from kai_flows.submit.backends import kube_api_client
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 sys.path.insert(0, str(REPO / "tests" / "submit"))
 from fake_argo import FakeArgo, kubeconfig  # noqa: E402

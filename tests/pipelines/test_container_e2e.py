@@ -15,9 +15,9 @@ from kai_flows.evaluate import evaluate
 from kai_flows.images import families, find_checkout
 from kai_flows.policy import DEFAULT_REGISTRY, DEFAULT_TAG
 from kai_steps.sample_scene import render_sample_scene
+from tests.conftest import DATASETS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-SCEAUX = REPO.parent / "shared" / "datasets" / "sceaux_castle" / "images"
+SCEAUX = DATASETS / "sceaux_castle" / "images"
 
 
 def _all_images_present() -> bool:

@@ -13,8 +13,7 @@ from PIL import Image
 from kai_flows.engine.runner import RunResult, run_pipeline
 from kai_flows.evaluate import evaluate
 from kai_steps.sample_scene import render_sample_scene
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def phases(result: RunResult) -> dict[str, str]:

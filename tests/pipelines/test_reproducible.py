@@ -20,13 +20,10 @@ import pytest
 
 from kai_flows.engine.runner import RunResult, run_pipeline
 from kai_flows.store import EmbeddedSeaweedFS
-from kai_flows.store.testing import seaweed_server
+from tests.conftest import DATASETS, REPO
 
-__all__ = ["seaweed_server"]  # a pytest fixture, used by name
-
-REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "workflow_templates" / "reconstruction.yaml"
-PHOTOS = REPO.parent / "shared" / "datasets" / "herz_jesus_p8" / "images"
+PHOTOS = DATASETS / "herz_jesus_p8" / "images"
 PARAMS = {"quality_tier": "draft"}
 ENGINE_RECORDS = ("run.json", "logs")  # when and how long each step ran, and its log: the engine's, not outputs
 

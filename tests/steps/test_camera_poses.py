@@ -16,8 +16,7 @@ from kai_steps._metrics import pose_errors, read_strecha_dir
 from kai_steps.camera_poses import PoseEstimationError, camera_poses
 from kai_steps.preprocess import preprocess
 from kai_steps.sample_scene import render_sample_scene
-
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+from tests.conftest import DATASETS
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ from kai_steps._colmap import ReconstructionInputError, strecha_model
 from kai_steps._geometry import mesh_scores
 from kai_steps.mesh import mesh
 from kai_steps.point_cloud import point_cloud
+from tests.conftest import DATASETS
 
-DATASETS = Path(os.environ.get("KAI_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 FOUNTAIN = DATASETS / "fountain_p11"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,8 @@ from scipy.spatial import cKDTree
 from kai_steps._colmap import ReconstructionInputError, strecha_model
 from kai_steps._metrics import read_strecha_dir
 from kai_steps.point_cloud import point_cloud
+from tests.conftest import DATASETS
 
-DATASETS = Path(os.environ.get("KAI_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets"))
 FOUNTAIN = DATASETS / "fountain_p11"
 NAMES = [f"{i:04d}.jpg" for i in range(3, 8)]
 needs_fountain = pytest.mark.skipif(not FOUNTAIN.is_dir(), reason=f"dataset {FOUNTAIN} is not present")

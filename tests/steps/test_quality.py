@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from kai_steps.quality import aggregate_quality, assess_image, list_images
-
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+from tests.conftest import DATASETS
 
 
 def _scene(seed: int, shift: int = 0) -> np.ndarray:

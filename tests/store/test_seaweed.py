@@ -21,6 +21,7 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_restart_on_same_dir_keeps_objects_and_keys(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -76,6 +77,7 @@ def test_port_above_limit_is_refused(tmp_path: Path) -> None:
         EmbeddedSeaweedFS(tmp_path / "data", ports=(20001, 20002, 20003, 60000)).start()
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_start_timeout_quotes_the_log_and_cleans_up(tmp_path: Path) -> None:
     server = EmbeddedSeaweedFS(tmp_path / "data", start_timeout=0.3)
     with pytest.raises(SeaweedStartError, match=r"not ready after 0s; log tail: .+weed\.log") as info:
@@ -105,6 +107,7 @@ def test_missing_weed_binary(tmp_path: Path) -> None:
         EmbeddedSeaweedFS(tmp_path / "data", weed=str(tmp_path / "no-weed")).start()
 
 
+@pytest.mark.slow  # starts, kills or waits out its own SeaweedFS
 def test_port_grabbed_before_weed_binds_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The picked ports are free when checked but taken before weed binds them: weed exits, new ports are picked.
     taken, free = pick_ports(4), pick_ports(4)

@@ -17,7 +17,9 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
-ARGO_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "argo"
+from tests.conftest import ARGO_SPECS
+
+ARGO_DIR = ARGO_SPECS
 SWAGGER = ARGO_DIR / "swagger.json"
 SCHEMA = ARGO_DIR / "schema.json"
 

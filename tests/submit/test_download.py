@@ -11,13 +11,12 @@ import pytest
 from minio import Minio
 
 from kai_flows.store import S3Config
-from kai_flows.store.testing import seaweed_server  # noqa: F401  (pytest fixture)
 from kai_flows.submit import SubmitError, Submitter, parse_status
 from kai_flows.submit.download import download_artifacts, s3_config_from_env
 
 
 @pytest.fixture
-def bucket(seaweed_server) -> tuple[S3Config, Minio]:  # noqa: F811
+def bucket(seaweed_server) -> tuple[S3Config, Minio]:
     config = seaweed_server.config(f"dl-{uuid.uuid4().hex[:10]}")
     client = Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key, secure=False)
     client.make_bucket(config.bucket)
