@@ -471,7 +471,9 @@ def _ordered(obj: Any) -> Any:
 
 
 def _dump(obj: Any) -> str:
-    return yaml.safe_dump(_ordered(obj), sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+    # libyaml's emitter when PyYAML has it (10x the pure-Python one); both write the same bytes for these documents
+    return yaml.dump(_ordered(obj), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                     default_flow_style=False, width=120, allow_unicode=True)
 
 
 def render_documents(docs: list[dict[str, Any]]) -> str:
