@@ -17,6 +17,7 @@ import yaml
 
 from kai_flows.argo import dag, units
 from kai_flows.argo.depends import ExpressionError, depends_from_dependencies, depends_task_names
+from kai_flows.argo.schema import field_path, schema_problems
 from kai_flows.engine import podspec
 from kai_flows.engine.model import (
     ArtifactArg,
@@ -414,6 +415,11 @@ class _Loader:
         meta = self.mapping(doc.get("metadata"), "metadata")
         name = self.string(meta.get("name") or meta.get("generateName"), "metadata.name")
         assert name is not None
+        problems = schema_problems(doc)  # Argo's own strict schema first: what Argo would refuse, by field path
+        if problems:
+            path, message = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise self.err(field_path(path), f"{message}{more}; Argo's schema (v3.7) refuses it")
         spec = self.mapping(doc.get("spec"), "spec")
         self.check_keys(spec, "spec", SUPPORTED_SPEC, CLUSTER_ONLY_SPEC, "the workflow spec")
         self.spec = spec

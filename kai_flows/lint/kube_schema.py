@@ -14,7 +14,7 @@ import jsonschema
 import referencing
 from kubernetes_validate import utils as kv
 
-from kai_flows.lint.argo_schema import _describe
+from kai_flows.argo.schema import describe as _describe
 from kai_flows.lint.problem import Reporter
 
 

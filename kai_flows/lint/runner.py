@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kai_flows.argo.schema import schema_problems
 from kai_flows.lint.argo_rules import check_metadata, check_spec
-from kai_flows.lint.argo_schema import check_argo_schema
 from kai_flows.lint.cluster_hardening import check_cluster_hardening
 from kai_flows.lint.documents import Document, collect_files, load_documents
 from kai_flows.lint.kai_policy import Cluster, PolicyChecker
@@ -78,7 +78,8 @@ def lint_documents(docs: list[Document], *, images_dir: Path | None = None, poli
     for d in docs:
         report = Reporter(d.file, d.obj, d.label)
         if _is_argo(d.obj):
-            check_argo_schema(d.obj, report)
+            for path, message in schema_problems(d.obj):
+                report(path, message)
             if d.kind in WORKFLOW_KINDS:
                 check_metadata(d.obj, report)
                 found = _spec(d.obj)

@@ -95,8 +95,8 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_hand_edited_field_is_named(tmp_path):
     doc = workflow([dag("main", [{"name": "a", "template": "ok"}]), container("ok", OK)])
     doc["spec"]["templates"][1]["container"]["comand"] = ["oops"]
-    with pytest.raises(TemplateError, match=r"spec\.templates\[ok\]\.container: template 'ok' container uses "
-                                            r"'comand', which the local engine does not support"):
+    with pytest.raises(TemplateError, match=r"spec\.templates\[1\]\.container\.comand: unknown field; Argo's "
+                                            r"schema \(v3.7\) refuses it"):
         load_workflow(doc)
 
 

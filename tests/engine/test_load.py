@@ -20,23 +20,42 @@ def test_compiled_templates_load():
         assert any(f.endswith("securityContext") for f in wf.ignored)  # cluster-only, recorded
 
 
-@pytest.mark.parametrize("kind", ["steps", "script", "resource", "suspend", "http", "containerSet"])
+VALID_BODIES = {  # a minimal body Argo's schema accepts, for each template kind the engine does not run
+    "steps": [[{"name": "a", "template": "ok"}]], "script": {"image": "python:3.11", "source": "print(1)"},
+    "resource": {"action": "create", "manifest": "kind: ConfigMap"}, "suspend": {}, "http": {"url": "http://x"},
+    "containerSet": {"containers": [{"name": "c", "image": "python:3.11"}]},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VALID_BODIES))
 def test_other_template_kinds_are_refused_by_name(kind):
     doc = base()
-    doc["spec"]["templates"].append({"name": "x", kind: {}})
+    doc["spec"]["templates"].append({"name": "x", kind: VALID_BODIES[kind]})
     with pytest.raises(TemplateError, match=f"template 'x' uses '{kind}', which the local engine does not support"):
         load_workflow(doc)
 
 
-@pytest.mark.parametrize(("where", "field"), [
-    ("spec", "volumeClaimGCX"), ("task", "templateRef"), ("task", "hooks"), ("template", "daemon"),
+@pytest.mark.parametrize(("where", "field", "value"), [
+    ("spec", "hooks", {"exit": {"template": "ok"}}), ("task", "templateRef", {"name": "x"}),
+    ("task", "hooks", {}), ("template", "daemon", True),
 ])
-def test_unsupported_fields_are_named(where, field):
+def test_unsupported_fields_are_named(where, field, value):
     doc = base()
     target = {"spec": doc["spec"], "task": doc["spec"]["templates"][0]["dag"]["tasks"][0],
               "template": doc["spec"]["templates"][1]}[where]
-    target[field] = {}
+    target[field] = value
     with pytest.raises(TemplateError, match=f"'{field}'"):
+        load_workflow(doc)
+
+
+def test_what_argos_schema_refuses_is_named_by_field_path():
+    """The loader reads the strict Argo schema lint uses (kai_flows/argo/schema.py) before its own checks: a
+    misspelt field or a wrong type is named as Argo would refuse it."""
+    doc = base()
+    doc["spec"]["volumeClaimGCX"] = {}
+    doc["spec"]["templates"][1]["daemon"] = {}
+    with pytest.raises(TemplateError, match=r"<dict>: spec.volumeClaimGCX: unknown field \(and 1 more\); Argo's "
+                                            r"schema \(v3.7\) refuses it"):
         load_workflow(doc)
 
 

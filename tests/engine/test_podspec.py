@@ -47,5 +47,6 @@ def test_a_malformed_security_context_is_a_template_error_naming_the_template():
 
     from kai_flows.engine.model import TemplateError
 
-    with pytest.raises(TemplateError, match=r"spec\.templates\[step\]: malformed securityContext"):
+    with pytest.raises(TemplateError, match=r"spec\.templates\[\d\]\.container\.securityContext\.runAsUser: "
+                                            r"expected integer, got 'root'"):
         _pod(None, {"securityContext": {"runAsUser": "root"}})

@@ -1,4 +1,5 @@
-"""Check Argo objects strictly against Argo's own JSON schema (v3.7.18, shipped as package data).
+"""Check Argo objects strictly against Argo's own JSON schema (v3.7.18, shipped as package data): the one
+strict validator lint and the engine's loader share.
 
 The schema sets no `additionalProperties: false`, so a strict check (what `argo lint --strict` does with Go's
 strict decoding) adds it to every object definition that lists `properties`. Definitions without
@@ -16,8 +17,6 @@ from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
-
-from kai_flows.lint.problem import Reporter
 
 SCHEMA_FILE = "argo-v3.7.18.schema.json"
 _P = "io.argoproj.workflow.v1alpha1."
@@ -67,7 +66,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(err: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+def describe(err: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
     path = tuple(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         known = set(err.schema.get("properties", {}))
@@ -85,12 +84,21 @@ def _describe(err: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
     return [(path, err.message if len(err.message) <= 160 else err.message[:157] + "...")]
 
 
-def check_argo_schema(obj: dict[str, Any], report: Reporter) -> None:
+Path = tuple[str | int, ...]
+
+
+def schema_problems(obj: dict[str, Any]) -> list[tuple[Path, str]]:
+    """(field path, message) for every way `obj` breaks Argo's strict schema; [] when it is valid."""
     kind = obj.get("kind")
     if kind not in ARGO_KINDS:
-        report(("kind",), f"unknown Argo kind {kind!r}; known: {', '.join(ARGO_KINDS)}")
-        return
+        return [(("kind",), f"unknown Argo kind {kind!r}; known: {', '.join(ARGO_KINDS)}")]
     errors = sorted(validator(kind).iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
-    for err in errors:
-        for path, message in _describe(err):
-            report(path, message)
+    return [problem for err in errors for problem in describe(err)]
+
+
+def field_path(path: Path) -> str:
+    """`spec.templates[0].dag.tasks[1].name` from a schema path."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<document>"
