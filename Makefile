@@ -40,7 +40,8 @@ test-quick: setup
 # The step images, built as the compiled templates reference them (registry.example.com/kai/<family>:latest).
 # Where no Docker engine exists, Debian's podman (with runc) runs them; where no registry can be reached, the
 # official Python image is replaced by a local stand-in built from Debian's packages (images/python-standin/).
-ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && ! command -v podman >/dev/null 2>&1 && echo docker || echo podman)
+# Docker only when its daemon answers (a docker CLI without a daemon is common on CI machines), else podman.
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || { docker info >/dev/null 2>&1 && echo docker || echo podman; })
 
 container-engine:
 	@command -v $(ENGINE) >/dev/null || { [ "$(ENGINE)" = podman ] && \

@@ -98,11 +98,20 @@ def find_engine(name: str | None = None) -> ContainerEngine:
         if kind not in ("podman", "docker"):
             raise ContainerEngineError(f"unknown container engine {kind!r} (use podman or docker)")
         path = shutil.which(kind)
-        if path:
+        if path and (name or kind == "podman" or _docker_daemon_answers(path)):
             return ContainerEngine(path, kind)
     wanted = name or "podman or docker"
-    raise ContainerEngineError(f"no container engine: {wanted} is not on PATH (Debian: apt-get install podman runc; "
-                               "or `make images`, which installs it)")
+    silent = " (a docker CLI is there, but its daemon does not answer)" if not name and shutil.which("docker") else ""
+    raise ContainerEngineError(f"no container engine: {wanted} is not on PATH{silent} (Debian: apt-get install podman "
+                               "runc; or `make images`, which installs it)")
+
+
+def _docker_daemon_answers(path: str) -> bool:
+    """A docker CLI without a reachable daemon (common on CI machines) is no engine to pick by default."""
+    try:
+        return subprocess.run([path, "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @functools.lru_cache(maxsize=1)
