@@ -21,13 +21,12 @@ SCEAUX = DATASETS / "sceaux_castle" / "images"
 
 
 def _all_images_present() -> bool:
-    import shutil
+    from kai_flows.containers import ContainerEngineError, find_engine
 
-    if shutil.which("podman") is None and shutil.which("docker") is None:
+    try:  # no engine (or a docker CLI whose daemon does not answer): nothing to run the images with
+        engine = find_engine()
+    except ContainerEngineError:
         return False
-    from kai_flows.containers import find_engine
-
-    engine = find_engine()
     return all(engine.image_exists(image_ref(f, DEFAULT_REGISTRY, DEFAULT_TAG)) for f in families(find_checkout(REPO)))
 
 
