@@ -37,7 +37,7 @@ test: setup
 test-quick: setup
 	$(BIN)/python -m pytest -m "not slow and not images" $(PYTEST_ARGS)
 
-# The step images, built as the compiled templates reference them (registry.example.com/kai/<family>:latest).
+# The step images, built as the compiled templates reference them (registry.example.com/kai/<family>:<version>).
 # Where no Docker engine exists, Debian's podman (with runc) runs them; where no registry can be reached, the
 # official Python image is replaced by a local stand-in built from Debian's packages (images/python-standin/).
 # Docker only when its daemon answers (a docker CLI without a daemon is common on CI machines), else podman.
