@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kai_flows.argo import depends
 from kai_flows.argo.names import QUEUE_CONFIGMAP, argo_node_id, argo_pod_name
 from kai_flows.engine import expressions, loops, variables
 from kai_flows.engine.model import EngineError, RetryStrategy, Task, Template, Workflow
@@ -327,7 +328,7 @@ class DagRun:
         self.unsuccessful = 0  # children (pods, nested DAGs) that ended Failed or Error
         self.halted = False  # template-level failFast tripped
         self.units: list[Unit] = []
-        deps = {t.name: expressions.depends_task_names(t.depends) if t.depends else set() for t in template.tasks}
+        deps = {t.name: depends.depends_task_names(t.depends) if t.depends else set() for t in template.tasks}
         self.deps = deps
         node.phase = "Running"
         node.started_at = node.started_at or now_iso()
@@ -422,12 +423,12 @@ class DagRun:
                 return a["s3"]["key"]
         return None
 
-    def task_state(self, name: str) -> expressions.TaskState:
+    def task_state(self, name: str) -> depends.TaskState:
         tr = self.tasks[name]
         if tr.node is None or not tr.node.fulfilled:
-            return expressions.TaskState("Running", fanout=tr.fanout)
+            return depends.TaskState("Running", fanout=tr.fanout)
         t = tr.task
-        return expressions.TaskState(tr.node.phase, fanout=tr.fanout,
+        return depends.TaskState(tr.node.phase, fanout=tr.fanout,
                                      children_phases=[u.node.phase for _, u in tr.units] if tr.fanout else [],
                                      continue_on_failed=t.continue_on_failed, continue_on_error=t.continue_on_error)
 
@@ -448,7 +449,7 @@ class DagRun:
                 if tr.task.depends:
                     states = {n: self.task_state(n) for n in self.deps[tr.task.name]}
                     try:
-                        go = expressions.evaluate_depends(tr.task.depends, states)
+                        go = depends.evaluate_depends(tr.task.depends, states)
                     except expressions.ExpressionError as e:
                         self._settle_task(tr, "Error", f"depends {tr.task.depends!r}: {e}", "Skipped")
                         changed = True

@@ -1,4 +1,4 @@
-"""Argo's `when`, as a pure function; `depends` lives in `kai_flows.argo.depends` (re-exported here for the engine).
+"""Argo's `when`, as a pure function (`depends` lives in `kai_flows.argo.depends`).
 
 `when` is evaluated after `{{}}` substitution with Knetic/govaluate (the revision Argo pins,
 v3.0.1-0.20171022003610-9aa49832a739), after Argo turns every govaluate *variable* token into a *string*
@@ -17,22 +17,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kai_flows.argo.depends import (
-    ExpressionError,
-    TaskState,
-    depends_from_dependencies,
-    depends_task_names,
-    evaluate_depends,
-)
+from kai_flows.argo.depends import ExpressionError
 
-__all__ = [
-    "ExpressionError",
-    "TaskState",
-    "depends_from_dependencies",
-    "depends_task_names",
-    "evaluate_depends",
-    "evaluate_when",
-]
+__all__ = ["ExpressionError", "evaluate_when"]
 
 
 # ------------------------------------------------------------------------------------------------ when (govaluate)

@@ -64,11 +64,10 @@ def check_process_template(t: Template, where: str) -> None:
     declared += [("outputs.artifacts", d.name, d.path) for d in t.output_artifacts]
     declared += [("outputs.parameters", o.name, o.path) for o in t.output_params]
     for kind, name, path in declared:
-        field = kind
         # named literally and not through the placeholder: the step would use this machine's path
         if any(path in text for text in texts) and not _placeholder_used(t, kind, name):
             raise TemplateError(
-                f"{where}.{field}[{name}].path: the step is not given {{{{{kind}.{name}.path}}}}, so it uses "
+                f"{where}.{kind}[{name}].path: the step is not given {{{{{kind}.{name}.path}}}}, so it uses "
                 f"{path!r} literally; on this machine that path is shared by every step and the host. Pass the "
                 "placeholder in the command, args or env, or run with --runtime container")
 
