@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -123,7 +124,8 @@ class ArgoBackend:
             raise WorkflowNotFound(str(e)) from None  # deleted: its outcome is lost
         phase = _PHASES.get(st.phase, "Error")
         outputs = self._outputs(st) if phase == "Succeeded" else ()
-        return RunStatus(phase, outputs, st.message or "")
+        waiting, since = _unschedulable(st) if phase in ("Pending", "Running") else ("", None)
+        return RunStatus(phase, outputs, st.message or "", unschedulable=waiting, unschedulable_since=since)
 
     def _outputs(self, st: WorkflowStatus) -> tuple[JobOutput, ...]:
         """Each object of the pipeline's outputs (an object, or every object under a folder prefix), hashed."""
@@ -166,6 +168,16 @@ class ArgoBackend:
             self.submitter.cancel(workflow_name, self.namespace)  # terminate: `argo terminate`
         except submit_errors.WorkflowNotFound as e:
             raise WorkflowNotFound(str(e)) from None
+
+
+def _unschedulable(st: WorkflowStatus) -> tuple[str, datetime | None]:
+    """The first pod node the scheduler cannot place, as Argo reports it: a Pending node whose message is the
+    pod's PodScheduled condition, "Unschedulable: 0/3 nodes are available: ..." (operator.go, getPendingReason)."""
+    for n in st.nodes:
+        if n.type == "Pod" and n.phase == "Pending" and (n.message or "").startswith("Unschedulable"):
+            since = datetime.fromisoformat(n.started_at.replace("Z", "+00:00")) if n.started_at else None
+            return f"{n.display_name}: {n.message}", since
+    return "", None
 
 
 def _s3_key(uri: str) -> str:

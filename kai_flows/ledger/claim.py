@@ -1,12 +1,12 @@
 """Admission: claim the next job, weighted-fair across queue classes and capped by each class's concurrency.
 
 Fairness is start-time fair queuing over classes. Each class has a `pass` (the virtual time at which it may next
-be admitted) and the scheduler has a virtual clock `vtime`. Among the classes with a waiting job and spare
-capacity, the one with the smallest max(pass, vtime) is admitted (ties: the heavier class, then the name); its
-pass advances by STRIDE / weight and vtime moves to the admitted start. With every class backlogged the
-admissions follow the weights exactly (10:5:1 by default); a class that was idle or at its cap restarts at
-vtime instead of cashing in credit, so it neither bursts nor starves anyone. The state lives in the database
-(002_queue_scheduler.sql) so every coordinator continues the same schedule.
+be admitted) and the scheduler has a virtual clock `vtime`. Among the classes with a waiting job, spare capacity
+and no admission hold (holds.py: back-pressure), the one with the smallest max(pass, vtime) is admitted (ties:
+the heavier class, then the name); its pass advances by STRIDE / weight and vtime moves to the admitted start.
+With every class backlogged the admissions follow the weights exactly (10:5:1 by default); a class that was idle,
+held or at its cap restarts at vtime instead of cashing in credit, so it neither bursts nor starves anyone. The
+state lives in the database (002_queue_scheduler.sql) so every coordinator continues the same schedule.
 
 Why a lock on top of FOR UPDATE SKIP LOCKED: SKIP LOCKED alone stops two claimers from taking the same *row*,
 but the cap is a property of a *set* of rows: two claimers could both count 4 in-flight jobs under a cap of 5
@@ -69,7 +69,8 @@ def claim_next(
                         WHERE j.queue_class = q.name AND j.status IN ('submitted', 'running')) AS in_flight
                  FROM unnest(%s::text[], %s::int[], %s::int[]) AS q(name, concurrency, weight)
                  LEFT JOIN queue_scheduler s ON s.queue_class = q.name
-                WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.queue_class = q.name AND j.status = 'queued')""",
+                WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.queue_class = q.name AND j.status = 'queued')
+                  AND NOT EXISTS (SELECT 1 FROM admission_holds h WHERE h.queue_class = q.name AND h.until > now())""",
             ([c[0] for c in classes], [c[1] for c in classes], [c[2] for c in classes]),
         ).fetchall()
         vtime = conn.execute("SELECT vtime FROM queue_scheduler_clock").fetchone()["vtime"]

@@ -5,6 +5,11 @@ anything is submitted. (2) The runner labels a workflow with the job id and atte
 the ledger records the name. (3) A restarted coordinator (or another one, once the lease ran out) adopts the
 in-flight jobs, finds an unrecorded workflow by its label, submits only when there is none, and follows the
 rest. Transitions are idempotent, so replaying the last poll records nothing twice.
+
+Back-pressure (holds.py): a workflow whose pod the scheduler cannot place for `unschedulable_after` seconds holds
+its queue class's admission for as long as that lasts; a submission the backend fails (unreachable, 5xx, 429,
+quota) holds the class for `refusal_hold` seconds. Admitting more into a constrained cluster would only lengthen
+the line of Pending pods; the held job waits in the ledger instead, where its place in the queue is kept.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from uuid import UUID
 
 import psycopg
 
-from kai_flows.ledger import jobs
+from kai_flows.ledger import holds, jobs
 from kai_flows.ledger.claim import QueueLike, adopt, claim_next, renew
 from kai_flows.ledger.db import connect
 from kai_flows.ledger.errors import (
@@ -30,7 +37,7 @@ from kai_flows.ledger.errors import (
 )
 from kai_flows.ledger.metrics import LedgerMetrics
 from kai_flows.ledger.models import TERMINAL, Job, JobStatus
-from kai_flows.ledger.runner import WorkflowRunner
+from kai_flows.ledger.runner import RunStatus, WorkflowRunner
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class Coordinator:
         claimer: str | None = None,
         lease_seconds: float = 30.0,
         metrics: LedgerMetrics | None = None,
+        unschedulable_after: float = 60.0,
+        refusal_hold: float = 30.0,
     ) -> None:
         if queues is None:
             from kai_flows.policy import load_policy
@@ -62,7 +71,11 @@ class Coordinator:
         self.claimer = claimer or f"{socket.gethostname()}:{os.getpid()}"
         self.lease_seconds = lease_seconds
         self.metrics = metrics or LedgerMetrics()
+        self.unschedulable_after = unschedulable_after
+        self.refusal_hold = refusal_hold
         self.active: dict[UUID, Job] = {}
+        self._unschedulable: dict[str, str] = {}  # queue class -> why, found while following this pass
+        self._first_unschedulable: dict[UUID, float] = {}  # job -> when this coordinator first saw it unschedulable
         self._conn: psycopg.Connection | None = None
 
     @property
@@ -85,12 +98,22 @@ class Coordinator:
             log.info("adopted job %s (%s, workflow %s)", job.id, job.status, job.workflow_name)
             self._track(job)  # one without a workflow name is (re)submitted by _follow
         self._renew()
+        self._unschedulable = {}
         for job in list(self.active.values()):
             self._follow(job)
+        self._hold_unschedulable()
         while (job := claim_next(conn, self.queues, self.claimer, lease_seconds=self.lease_seconds)) is not None:
             log.info("admitted job %s from %s", job.id, job.queue_class)
+            self.metrics.admitted(job)
             self._track(self._submit(job))
         self.metrics.refresh(conn, self.queues)
+
+    def _hold_unschedulable(self) -> None:
+        for queue_class, why in self._unschedulable.items():
+            log.warning("holding admission of %s: %s", queue_class, why)
+            holds.hold(self.conn, queue_class, "unschedulable", why, held_by=self.claimer,
+                       seconds=max(3 * self.poll_interval, 5.0))
+        holds.release(self.conn, held_by=self.claimer, reason="unschedulable", keep=self._unschedulable)
 
     def _track(self, job: Job | None) -> None:
         if job is not None and job.status not in TERMINAL:
@@ -122,8 +145,12 @@ class Coordinator:
         except BackendError as e:  # the backend refused the job itself: final
             return self._record(job, JobStatus.FAILED, error=f"submission failed: {e}")
         except Exception as e:  # the backend is unreachable or flaky: keep the job, try again next pass
-            log.warning("submitting job %s failed, will retry: %s", job.id, e)
+            log.warning("submitting job %s failed, will retry; holding %s for %.0fs: %s",
+                        job.id, job.queue_class, self.refusal_hold, e)
+            holds.hold(self.conn, job.queue_class, "backend_refused", f"submitting job {job.id}: {e}",
+                       held_by=self.claimer, seconds=self.refusal_hold)
             return job
+        holds.release(self.conn, held_by=self.claimer, reason="backend_refused", only={job.queue_class})
         try:
             return jobs.set_workflow(self.conn, job.id, name)
         except InvalidTransition:  # cancelled (or taken over) while we were submitting
@@ -149,6 +176,7 @@ class Coordinator:
         except Exception as e:
             log.warning("reading workflow %s failed, will retry: %s", job.workflow_name, e)
             return
+        self._note_unschedulable(job, status)
         if status.phase == "Running":
             self._track(self._record(job, JobStatus.RUNNING))
         elif status.phase == "Succeeded":
@@ -156,6 +184,17 @@ class Coordinator:
         elif status.phase in ("Failed", "Error"):
             why = status.message or f"workflow {job.workflow_name} ended {status.phase}"
             self._record(job, JobStatus.FAILED, error=why)
+
+    def _note_unschedulable(self, job: Job, status: RunStatus) -> None:
+        if not status.unschedulable:
+            self._first_unschedulable.pop(job.id, None)
+            return
+        first = self._first_unschedulable.setdefault(job.id, time.monotonic())
+        waited = time.monotonic() - first
+        if status.unschedulable_since is not None:  # the runner knows since when: another replica may have seen it
+            waited = max(waited, (datetime.now(UTC) - status.unschedulable_since).total_seconds())
+        if waited >= self.unschedulable_after:
+            self._unschedulable.setdefault(job.queue_class, f"workflow {job.workflow_name}: {status.unschedulable}")
 
     def _record(self, job: Job, to: JobStatus, **event: object) -> Job | None:
         try:
@@ -166,6 +205,7 @@ class Coordinator:
             return None
         if updated.status in TERMINAL:
             self.active.pop(job.id, None)
+            self._first_unschedulable.pop(job.id, None)
             self.metrics.finished(updated)
             log.info("job %s %s", job.id, updated.status)
         return updated

@@ -37,3 +37,7 @@ class BackendError(LedgerError):
 
 class WorkflowNotFound(BackendError):
     """A runner has no workflow of that name (never created, or deleted): its outcome cannot be known."""
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key already used for a different request."""

@@ -7,6 +7,8 @@ appends one history row in the same transaction; repeating the move the job alre
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +17,14 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from kai_flows.ledger.errors import InvalidTransition, JobNotFound, LedgerError, UnknownQueueClass, UnknownTier
+from kai_flows.ledger.errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    JobNotFound,
+    LedgerError,
+    UnknownQueueClass,
+    UnknownTier,
+)
 from kai_flows.ledger.models import TERMINAL, TRANSITIONS, HistoryEntry, Job, JobOutput, JobStatus
 from kai_flows.policy import Policy, PolicyError, load_policy
 from kai_flows.tenancy import DEFAULT_TENANT, TenancyError, check_tenant
@@ -59,6 +68,27 @@ def enqueue(
 ) -> Job:
     """Record a new queued job. The queue class defaults to the tier's, the priority to its priority class's value.
     `tenant`: whose job it is; the coordinator lets it read only that tenant's inputs (kai_flows/tenancy.py)."""
+    job, _created = enqueue_once(conn, pipeline, parameters, tier=tier, queue_class=queue_class, priority=priority,
+                                 input_uri=input_uri, output_uri=output_uri, tenant=tenant, policy=policy)
+    return job
+
+
+def enqueue_once(
+    conn: psycopg.Connection,
+    pipeline: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    tier: str,
+    queue_class: str | None = None,
+    priority: int | None = None,
+    input_uri: str | None = None,
+    output_uri: str | None = None,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    policy: Policy | None = None,
+) -> tuple[Job, bool]:
+    """`enqueue`, idempotent by a client-chosen key: (job, True) when this call queued it, (the job the key's first
+    use queued, False) on a repeat. The same key with a different request raises IdempotencyConflict."""
     if not pipeline:
         raise LedgerError("a job needs a pipeline name")
     try:
@@ -67,16 +97,32 @@ def enqueue(
         raise LedgerError(str(e)) from None
     if parameters is not None and not isinstance(parameters, dict):
         raise LedgerError(f"job parameters must be a JSON object, got {type(parameters).__name__}")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
+        raise LedgerError("an idempotency key is 1 to 255 characters")
     tier, queue, default_priority = _resolve(policy or load_policy(), tier, queue_class)
+    priority = default_priority if priority is None else priority
+    request = {"pipeline": pipeline, "parameters": parameters or {}, "tier": tier, "queue_class": queue,
+               "priority": priority, "input_uri": input_uri, "output_uri": output_uri}
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     with conn.transaction():
         row = conn.execute(
-            """INSERT INTO jobs (pipeline, parameters, tier, queue_class, priority, input_uri, output_uri, tenant)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-            (pipeline, Jsonb(parameters or {}), tier, queue, default_priority if priority is None else priority,
-             input_uri, output_uri, tenant),
+            """INSERT INTO jobs (pipeline, parameters, tier, queue_class, priority, input_uri, output_uri, tenant,
+                                 idempotency_key, request_sha256)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *""",
+            (pipeline, Jsonb(parameters or {}), tier, queue, priority, input_uri, output_uri, tenant,
+             idempotency_key, digest if idempotency_key else None),
         ).fetchone()
-        _append_history(conn, row["id"], None, JobStatus.QUEUED, 0, None, None, None)
-    return Job.from_row(row)
+        if row is not None:
+            _append_history(conn, row["id"], None, JobStatus.QUEUED, 0, None, None, None)
+            return Job.from_row(row), True
+    # The key was used before (its INSERT committed first: ON CONFLICT waited for it, so the row is visible now).
+    row = conn.execute("SELECT * FROM jobs WHERE tenant = %s AND idempotency_key = %s",
+                       (tenant, idempotency_key)).fetchone()
+    if row["request_sha256"] != digest:
+        raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was already used for job {row['id']} with a "
+                                  "different request; use a new key for a new job")
+    return Job.from_row(row), False
 
 
 def get_job(conn: psycopg.Connection, job_id: UUID | str) -> Job:
@@ -87,13 +133,16 @@ def get_job(conn: psycopg.Connection, job_id: UUID | str) -> Job:
 
 
 def list_jobs(
-    conn: psycopg.Connection, *, status: JobStatus | None = None, queue_class: str | None = None
+    conn: psycopg.Connection, *, status: JobStatus | None = None, queue_class: str | None = None,
+    tenant: str | None = None, limit: int | None = None, newest_first: bool = False,
 ) -> list[Job]:
+    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
     rows = conn.execute(
-        """SELECT * FROM jobs
+        f"""SELECT * FROM jobs
             WHERE (%(s)s::text IS NULL OR status = %(s)s) AND (%(q)s::text IS NULL OR queue_class = %(q)s)
-            ORDER BY created_at, id""",
-        {"s": status, "q": queue_class},
+              AND (%(t)s::text IS NULL OR tenant = %(t)s)
+            ORDER BY {order} LIMIT %(n)s""",
+        {"s": status, "q": queue_class, "t": tenant, "n": limit},
     ).fetchall()
     return [Job.from_row(r) for r in rows]
 

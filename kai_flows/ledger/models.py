@@ -55,11 +55,12 @@ class Job:
     submitted_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    idempotency_key: str | None = None  # the client's key, when it gave one (migration 004)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         # Only the known columns: a later migration may add columns without breaking older code.
-        known = {k: row[k] for k in cls.__dataclass_fields__}
+        known = {k: row[k] for k in cls.__dataclass_fields__ if k in row}
         return cls(**{**known, "status": JobStatus(row["status"])})
 
 

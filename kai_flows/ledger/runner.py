@@ -12,6 +12,7 @@ other way round: no cycle).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol, get_args, runtime_checkable
 from uuid import UUID
 
@@ -28,11 +29,18 @@ def job_workflow_name(job_id: UUID | str, attempt: int) -> str:
 
 @dataclass(frozen=True)
 class RunStatus:
-    """A workflow's phase; its outputs once it succeeded; why it failed (empty: the coordinator words it)."""
+    """A workflow's phase; its outputs once it succeeded; why it failed (empty: the coordinator words it).
+
+    `unschedulable`: while one of its pods cannot be scheduled, the scheduler's reason ("0/3 nodes are available:
+    3 Insufficient nvidia.com/gpu"), since `unschedulable_since`; the coordinator holds the queue class's admission
+    when that lasts (back-pressure). Runners without a scheduler leave it empty.
+    """
 
     phase: Phase
     outputs: tuple[JobOutput, ...] = ()
     message: str = ""
+    unschedulable: str = ""
+    unschedulable_since: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:  # a runner's bug, not the workflow's: caught here, not as a job stuck forever

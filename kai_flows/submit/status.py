@@ -30,6 +30,7 @@ class NodeStatus(BaseModel):
     template: str | None
     phase: str
     message: str | None = None
+    started_at: str | None = None
 
 
 class WorkflowStatus(BaseModel):
@@ -68,7 +69,8 @@ def parse_status(workflow: dict[str, Any]) -> WorkflowStatus:
         name = n.get("name", node_id)
         display = n.get("displayName") or name.rsplit(".", 1)[-1]
         nodes.append(NodeStatus(id=n.get("id", node_id), name=name, display_name=display, type=n.get("type", ""),
-                                template=n.get("templateName"), phase=n.get("phase", ""), message=n.get("message")))
+                                template=n.get("templateName"), phase=n.get("phase", ""), message=n.get("message"),
+                                started_at=n.get("startedAt")))
         for art in (n.get("outputs") or {}).get("artifacts") or []:
             s3 = art.get("s3")
             if s3 and s3.get("key"):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -54,7 +55,10 @@ START_GRACE_S = 10.0
 class SubprocessRunner:
     """Runs each job as a short real subprocess; all its state lives in `state_dir`, none in this object.
 
-    Job parameters: `sleep` (seconds), `exit_code` (0 succeeds), `output` (text written to out/result.txt).
+    Job parameters: `sleep` (seconds), `exit_code` (0 succeeds), `output` (text written to out/result.txt),
+    A job without `sleep` (a real pipeline's, submitted through the API) sleeps $FAKE_RUNNER_SLEEP seconds.
+    `unschedulable` (a scheduler's message: the job stays Pending with it until its folder holds `scheduled`, as a
+    pod waits for a node; `schedule(name)` places it).
     """
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
@@ -94,6 +98,11 @@ class SubprocessRunner:
             return
         os.close(fd)
         params = json.loads((d / "label.json").read_text())["parameters"]
+        if "sleep" not in params:  # a real pipeline's job (submitted through the API): as long as the test says
+            params = {**params, "sleep": float(os.environ.get("FAKE_RUNNER_SLEEP", "0"))}
+        if params.get("unschedulable") and not (d / "scheduled").is_file():
+            os.unlink(d / "launched")  # no node for it yet: launched once scheduled
+            return
         # A session of its own: the job outlives a coordinator killed mid-way, as an Argo workflow would.
         self._children[name] = subprocess.Popen(
             [sys.executable, "-c", _RUNNER, str(d), json.dumps(params)],
@@ -130,7 +139,11 @@ class SubprocessRunner:
         if (d / "cancelled").is_file():
             return RunStatus("Failed", (), "cancelled")
         if not (d / "launched").is_file():
-            self._launch(workflow_name)  # created, then its creator died before starting it
+            self._launch(workflow_name)  # created, then its creator died before starting it (or not scheduled yet)
+            why = json.loads((d / "label.json").read_text())["parameters"].get("unschedulable")
+            if why and not (d / "launched").is_file():
+                since = datetime.fromtimestamp((d / "label.json").stat().st_mtime, UTC)
+                return RunStatus("Pending", unschedulable=f"Unschedulable: {why}", unschedulable_since=since)
         elif time.time() - (d / "launched").stat().st_mtime > START_GRACE_S:
             return RunStatus("Error", (), f"process did not start within {START_GRACE_S:.0f}s")
         return RunStatus("Pending")
@@ -163,6 +176,10 @@ class SubprocessRunner:
                 pass
         if child is not None:
             child.wait(timeout=10)
+
+    def schedule(self, workflow_name: str) -> None:
+        """A node freed up: the unschedulable job starts on the next status read."""
+        (self._dir(workflow_name) / "scheduled").touch()
 
     def workflows(self) -> list[str]:
         """Every workflow this backend created (for tests and operators)."""

@@ -220,3 +220,38 @@ def test_from_env_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
     with pytest.raises(BackendError, match="no cluster configured"):
         ArgoBackend.from_env()
+
+
+def test_unschedulable_pods_hold_their_queue_class(server: FakeArgo, s3: EmbeddedSeaweedFS, ledger_url: str, conn,
+                                                   tmp_path: Path) -> None:
+    """Back-pressure from what Argo reports: a Pending pod node whose message is the scheduler's Unschedulable
+    condition (operator.go getPendingReason) for longer than the grace holds admission of its class only."""
+    from kai_flows.ledger import holds
+
+    why = "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    pending = {"phase": "Running", "nodes": {"n1": node("Pending", message=why, startedAt="2026-01-01T00:00:00Z")}}
+    server.script_on_create = [pending] * 1000
+    first = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/a/"}, tier="pro", queue_class="interactive")
+    c = Coordinator(ledger_url, ArgoBackend(rest(server, tmp_path), s3.config()), QUEUES, 0.05, claimer="c1",
+                    unschedulable_after=60)
+    c.run_once()  # admits and submits the first job
+    c.run_once()  # reads its status: unschedulable since long ago -> interactive held
+    second = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/b/"}, tier="pro",
+                          queue_class="interactive")
+    other = jobs.enqueue(conn, "image-quality", {"images": "uploads/default/c/"}, tier="pro", queue_class="batch")
+    c.run_once()
+    assert jobs.get_job(conn, second.id).status == JobStatus.QUEUED  # interactive has room (2) but is held
+    assert jobs.get_job(conn, other.id).status != JobStatus.QUEUED  # batch is not held
+    [hold] = holds.active_holds(conn)["interactive"]
+    assert hold.reason == "unschedulable" and hold.detail == f"workflow job-{first.id}-0: aggregate: {why}"
+    held = {s.labels["reason"]: s.value for m in c.metrics.registry.collect() if m.name == "kai_admission_held"
+            for s in m.samples if s.labels["queue_class"] == "interactive"}
+    assert held == {"unschedulable": 1, "backend_refused": 0}
+    server.scripts.clear()
+    server.script_on_create = [RUNNING] * 1000
+    server.scripts[f"job-{first.id}-0"] = [RUNNING] * 1000  # a node freed up: the pod is placed
+    c.run_once()
+    c.run_once()
+    c.close()
+    assert holds.active_holds(conn).get("interactive") is None
+    assert jobs.get_job(conn, second.id).status != JobStatus.QUEUED

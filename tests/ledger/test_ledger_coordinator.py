@@ -125,7 +125,7 @@ def test_coordinator_runs_jobs_records_outputs_and_serves_metrics(ledger_url: st
 
 
 def start_cli(url: str, state_dir: Path, log: Path) -> subprocess.Popen:
-    return python("-m", "kai_flows.cli.ledger", "coordinator", "--database-url", url, "--backend", FAKE,
+    return python("-m", "kai_flows.cli.ledger", "coordinator", "--no-api", "--database-url", url, "--backend", FAKE,
                   "--state-dir", str(state_dir), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
                   "--poll-interval", "0.05", "--lease-seconds", "1", "--task-queue-config", json.dumps(CONFIG),
                   stdout=log.open("a"), stderr=subprocess.STDOUT)
@@ -199,6 +199,29 @@ def test_crash_around_submission_never_submits_twice(ledger_url: str, conn, tmp_
     assert submitted[0].id not in backend.submits
 
 
+@pytest.mark.parametrize("when", ["in-claim", "in-record"])
+def test_crash_inside_a_ledger_transaction_loses_and_duplicates_nothing(
+        ledger_url: str, conn, tmp_path: Path, when: str) -> None:
+    """SIGKILL with the claim (or the final status) written but not committed: PostgreSQL rolls it back, another
+    coordinator admits (or records) it once."""
+    submitted = enqueue_mix(conn, 0.1, {"batch": 3}, failing=0)
+    state = tmp_path / "wf"
+    config = json.dumps({"batch": {"concurrency": 3, "weight": 1}})
+    crasher = python(CRASHER, ledger_url, config, str(state), "2", when, stderr=subprocess.PIPE)
+    assert crasher.wait(timeout=30) == -signal.SIGKILL, crasher.stderr.read()
+    if when == "in-claim":  # the second claim never happened: queued, no history row, nothing created
+        second = jobs.get_job(conn, submitted[1].id)
+        assert second.status == JobStatus.QUEUED and [h.to_status for h in jobs.history(conn, second.id)] == ["queued"]
+        assert SubprocessRunner(state).find_by_label(second.id, 0) is None
+    else:  # one job's workflow ended, its final status was rolled back: still in flight in the ledger
+        assert sum(jobs.get_job(conn, j.id).status in TERMINAL for j in submitted) == 1
+    backend = SubprocessRunner(state)
+    c = Coordinator(ledger_url, backend, parse_task_queue_config(config), 0.05, claimer="c2", lease_seconds=5)
+    wait_until("every job to end", lambda: all_terminal(conn), step=c.run_once)
+    c.close()
+    check_final_ledger(conn, backend, submitted)
+
+
 def test_cancelling_a_running_job_stops_its_workflow(ledger_url: str, conn, tmp_path: Path) -> None:
     [job] = enqueue_mix(conn, 60, {"interactive": 1})
     backend = SubprocessRunner(tmp_path / "wf")
@@ -228,7 +251,7 @@ def test_cli_coordinator_bad_input(ledger_url: str, tmp_path: Path, args: list[s
     base = {"--database-url": ledger_url, "--backend": FAKE, "--state-dir": str(tmp_path)}
     for k, v in zip(args[::2], args[1::2], strict=True):
         base[k] = v
-    r = cli("coordinator", *[x for kv in base.items() for x in kv])
+    r = cli("coordinator", "--no-api", *[x for kv in base.items() for x in kv])
     assert r.exit_code == 1 and r.stderr.startswith(message) and "Traceback" not in r.output, r.output
 
 
@@ -301,3 +324,54 @@ def test_a_workflow_deleted_behind_the_coordinators_back_fails_its_job(ledger_ur
     c.close()
     final = jobs.get_job(conn, job.id)
     assert (final.status, final.error) == (JobStatus.FAILED, f"no workflow {name} in {tmp_path / 'wf'}")
+
+
+def test_a_backend_refusal_holds_its_class_and_others_go_on(ledger_url: str, conn, tmp_path: Path) -> None:
+    from kai_flows.ledger import holds
+
+    class Refusing(SubprocessRunner):
+        refusals = 2
+
+        def submit(self, job: Job) -> str:
+            if job.queue_class == "batch" and Refusing.refusals > 0:
+                Refusing.refusals -= 1
+                raise ConnectionError("argo server: HTTP 503 Service Unavailable")
+            return super().submit(job)
+
+    submitted = enqueue_mix(conn, 0.1, {"batch": 2, "interactive": 2}, failing=0)
+    backend = Refusing(tmp_path / "wf")
+    c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1",
+                    refusal_hold=1.0)
+    c.run_once()
+    [hold] = holds.active_holds(conn)["batch"]
+    assert hold.reason == "backend_refused" and "HTTP 503" in hold.detail and hold.held_by == "c1"
+    statuses = Counter((j.queue_class, jobs.get_job(conn, j.id).status) for j in submitted)
+    assert statuses[("batch", JobStatus.QUEUED)] == 1  # the second batch job waits for the hold to lapse
+    assert statuses[("interactive", JobStatus.QUEUED)] == 0  # the other class is admitted meanwhile
+    wait_until("every job to end", lambda: all_terminal(conn), step=c.run_once)
+    c.close()
+    check_final_ledger(conn, backend, submitted)
+    assert "batch" not in holds.active_holds(conn)  # released once a submission went through
+
+
+def test_an_unschedulable_workflow_holds_its_class_until_placed(ledger_url: str, conn, tmp_path: Path) -> None:
+    from kai_flows.ledger import holds
+
+    stuck = jobs.enqueue(conn, "demo", {"sleep": 0, "output": "x", "unschedulable": "0/3 nodes are available"},
+                         tier="pro", queue_class="batch")
+    backend = SubprocessRunner(tmp_path / "wf")
+    c = Coordinator(ledger_url, backend, parse_task_queue_config(json.dumps(CONFIG)), 0.05, claimer="c1",
+                    unschedulable_after=0.3)
+    wait_until("batch to be held", lambda: "batch" in holds.active_holds(conn), step=c.run_once)
+    waiting = jobs.enqueue(conn, "demo", {"sleep": 0, "output": "y"}, tier="pro", queue_class="batch")
+    fine = jobs.enqueue(conn, "demo", {"sleep": 0, "output": "z"}, tier="pro", queue_class="interactive")
+    wait_until("the other class's job to end", lambda: jobs.get_job(conn, fine.id).status in TERMINAL,
+               step=c.run_once)
+    assert jobs.get_job(conn, waiting.id).status == JobStatus.QUEUED
+    [hold] = holds.active_holds(conn)["batch"]
+    assert hold.detail == f"workflow job-{stuck.id}-0: Unschedulable: 0/3 nodes are available"
+    backend.schedule(f"job-{stuck.id}-0")
+    wait_until("every job to end", lambda: all_terminal(conn), step=c.run_once)
+    c.close()
+    assert "batch" not in holds.active_holds(conn)
+    assert all(jobs.get_job(conn, j.id).status == JobStatus.SUCCEEDED for j in (stuck, waiting, fine))

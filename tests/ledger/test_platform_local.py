@@ -114,7 +114,7 @@ def test_platform_runs_queue_classes_on_the_local_engine(ledger_url: str, conn, 
 
     log = tmp_path / "coordinator.log"
     config = json.dumps(CONFIG)
-    proc = python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--backend", "local",
+    proc = python("-m", "kai_flows.cli", "coordinator", "--no-api", "--database-url", ledger_url, "--backend", "local",
                   "--state-dir", str(tmp_path / "state"), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
                   "--poll-interval", "0.2", "--lease-seconds", "10", "--task-queue-config", config,
                   env={"KAI_TASK_QUEUE_CONFIG": config}, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -168,8 +168,9 @@ def test_coordinator_killed_mid_run_is_restarted_and_every_job_ends_once(ledger_
     config, state, log = json.dumps(CONFIG), tmp_path / "state", tmp_path / "coordinator.log"
 
     def start() -> subprocess.Popen:
-        return python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--backend", "local",
-                      "--state-dir", str(state), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
+        return python("-m", "kai_flows.cli", "coordinator", "--no-api", "--database-url", ledger_url,
+                      "--backend", "local", "--state-dir", str(state), "--metrics-port", "0",
+                      "--metrics-addr", "127.0.0.1",
                       "--poll-interval", "0.2", "--lease-seconds", "2", "--task-queue-config", config,
                       env={"KAI_TASK_QUEUE_CONFIG": config}, stdout=log.open("a"), stderr=subprocess.STDOUT)
 
@@ -215,7 +216,7 @@ def test_coordinator_refuses_folders_outside_the_jobs_tenant(ledger_url: str, co
                           output_uri=str(tmp_path / "elsewhere"))
     own = jobs.enqueue(conn, "image-quality", {}, tier="pro", queue_class="interactive", input_uri=str(photos))
     log = tmp_path / "coordinator.log"
-    proc = python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--backend", "local",
+    proc = python("-m", "kai_flows.cli", "coordinator", "--no-api", "--database-url", ledger_url, "--backend", "local",
                   "--state-dir", str(state), "--metrics-port", "0", "--metrics-addr", "127.0.0.1",
                   "--poll-interval", "0.2", stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:

@@ -1,0 +1,68 @@
+"""One coordinator replica: the admission loop, the HTTP API and /metrics in one process.
+
+The loop runs in a thread beside uvicorn; SIGTERM (a rolling update, a scale-down) stops uvicorn, which stops
+the loop after its current pass. Jobs the replica followed are adopted by the others when its leases run out,
+or by its successor at once (same claimer name: a StatefulSet's or the pod's name).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from kai_flows.ledger.coordinator import Coordinator
+from kai_flows.ledger.runner import WorkflowRunner
+from kai_flows.service.api import create_app
+from kai_flows.service.config import CoordinatorConfig
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the stopping signal after its shutdown, which would kill the process before the loop
+    stopped and the runner closed (the local backend's embedded store would outlive it): our handlers instead."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ServeOptions:
+    api_addr: str = "0.0.0.0"
+    api_port: int = 8080
+    metrics_addr: str = "0.0.0.0"
+    metrics_port: int = 8081
+    claimer: str | None = None
+
+
+def serve(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig, token: str,
+          opts: ServeOptions) -> None:
+    """Run until SIGTERM/SIGINT."""
+    coordinator = Coordinator(
+        database_url, runner, config.queue_classes(), config.poll_interval_seconds, claimer=opts.claimer,
+        lease_seconds=config.lease_seconds, unschedulable_after=config.backpressure.unschedulable_after_seconds,
+        refusal_hold=config.backpressure.refusal_hold_seconds,
+    )
+    metrics_port = coordinator.serve_metrics(opts.metrics_port, opts.metrics_addr)
+    app = create_app(database_url, config, token, registry=coordinator.metrics.registry, claimer=coordinator.claimer)
+    server = _Server(uvicorn.Config(app, host=opts.api_addr, port=opts.api_port, log_level="warning",
+                                    access_log=False, lifespan="on"))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+    stop = threading.Event()
+    loop = threading.Thread(target=coordinator.run, args=(stop,), name="coordinator-loop", daemon=True)
+    loop.start()
+    log.info("coordinator %s: API on http://%s:%d, metrics on http://%s:%d/metrics", coordinator.claimer,
+             opts.api_addr, opts.api_port, opts.metrics_addr, metrics_port)
+    try:
+        server.run()  # returns once SIGTERM/SIGINT asked it to stop, after open requests finished
+    finally:
+        stop.set()
+        loop.join(timeout=config.poll_interval_seconds + 30)
