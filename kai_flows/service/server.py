@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,30 @@ from dataclasses import dataclass
 import uvicorn
 
 from kai_flows.ledger.coordinator import Coordinator
+from kai_flows.ledger.errors import LedgerError
 from kai_flows.ledger.runner import WorkflowRunner
 from kai_flows.service.api import create_app
 from kai_flows.service.config import CoordinatorConfig
 
 log = logging.getLogger(__name__)
+
+
+class ServiceError(LedgerError):
+    """The service cannot start (a port taken, say); the message names what and where."""
+
+
+def _bind(what: str, addr: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a taken port is one line naming it, not uvicorn's log and exit."""
+    sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((addr, port))
+    except OSError as e:
+        sock.close()
+        raise ServiceError(f"cannot serve {what} on {addr}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -50,7 +70,12 @@ def serve(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig, 
         lease_seconds=config.lease_seconds, unschedulable_after=config.backpressure.unschedulable_after_seconds,
         refusal_hold=config.backpressure.refusal_hold_seconds,
     )
-    metrics_port = coordinator.serve_metrics(opts.metrics_port, opts.metrics_addr)
+    api_socket = _bind("the API", opts.api_addr, opts.api_port)
+    try:
+        metrics_port = coordinator.serve_metrics(opts.metrics_port, opts.metrics_addr)
+    except OSError as e:
+        api_socket.close()
+        raise ServiceError(f"cannot serve /metrics on {opts.metrics_addr}:{opts.metrics_port}: {e.strerror}") from None
     app = create_app(database_url, config, token, registry=coordinator.metrics.registry, claimer=coordinator.claimer)
     server = _Server(uvicorn.Config(app, host=opts.api_addr, port=opts.api_port, log_level="warning",
                                     access_log=False, lifespan="on"))
@@ -60,9 +85,9 @@ def serve(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig, 
     loop = threading.Thread(target=coordinator.run, args=(stop,), name="coordinator-loop", daemon=True)
     loop.start()
     log.info("coordinator %s: API on http://%s:%d, metrics on http://%s:%d/metrics", coordinator.claimer,
-             opts.api_addr, opts.api_port, opts.metrics_addr, metrics_port)
+             opts.api_addr, api_socket.getsockname()[1], opts.metrics_addr, metrics_port)
     try:
-        server.run()  # returns once SIGTERM/SIGINT asked it to stop, after open requests finished
+        server.run(sockets=[api_socket])  # returns once SIGTERM/SIGINT asked it to stop, after open requests finished
     finally:
         stop.set()
         loop.join(timeout=config.poll_interval_seconds + 30)

@@ -102,3 +102,45 @@ def test_three_replicas_one_truth_through_a_sigkill(ledger_url: str, conn: psyco
     assert not (long_dir / "rc").is_file() or (long_dir / "rc").read_text() != "0"
     owners = {h.actor for j in submitted for h in jobs.history(conn, j.id) if h.to_status == JobStatus.SUBMITTED}
     assert len(owners) >= 2, owners  # the work really was spread over the replicas
+
+
+def test_one_command_starts_replicas_that_share_the_work(ledger_url: str, conn: psycopg.Connection,
+                                                         tmp_path: Path) -> None:
+    """`kai-flows coordinator --replicas 2`: a token made and kept 0600, ports in pairs, SIGTERM stops all."""
+    base = 20000 + free_port() % 20000
+    state = tmp_path / "state"
+    proc = python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--replicas", "2",
+                  "--backend", "fake_runner:SubprocessRunner", "--state-dir", str(state), "--api-addr", "127.0.0.1",
+                  "--metrics-addr", "127.0.0.1", "--api-port", str(base), "--metrics-port", str(base + 1),
+                  "--poll-interval", "0.1", "--lease-seconds", "1", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                  env={"KAI_API_TOKEN": ""})
+    try:
+        for port in (base, base + 2):
+            wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
+        token = (state / "api-token").read_text().strip()
+        assert (state / "api-token").stat().st_mode & 0o777 == 0o600
+        with CoordinatorClient(f"http://127.0.0.1:{base + 2}", token) as client:
+            job = client.submit("image-quality", {"images": "uploads/default/a/"})
+            assert client.wait(job.id, timeout=30, poll=0.1).status == JobStatus.SUCCEEDED
+        assert "kai_jobs_admitted_total" in httpx.get(f"http://127.0.0.1:{base + 1}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "replica 1: pid" in out and f"API http://127.0.0.1:{base + 2}" in out
+
+
+def test_a_taken_port_is_one_line(ledger_url: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = python("-m", "kai_flows.cli", "coordinator", "--database-url", ledger_url, "--backend",
+                      "fake_runner:SubprocessRunner", "--state-dir", str(tmp_path), "--api-addr", "127.0.0.1",
+                      "--api-port", str(port), "--metrics-port", "0", env={"KAI_API_TOKEN": TOKEN},
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1 and f"error: cannot serve the API on 127.0.0.1:{port}: Address already in use" in out
+    assert "Traceback" not in out
