@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -139,14 +140,19 @@ def coordinator_cmd(
 def _token(token_file: str | None, state_dir: str | None, replicas: int, load_token) -> str:  # type: ignore[no-untyped-def]
     if token_file or os.environ.get("KAI_API_TOKEN") or replicas == 1:
         return load_token(token_file)
-    from pathlib import Path
-
     from kai_flows.service.replicas import local_token
 
-    state = Path(state_dir or os.environ.get("KAI_LOCAL_BACKEND_DIR") or ".kai-coordinator")
+    state = _state_dir(state_dir)
     token = local_token(state)
     typer.echo(f"API token (made for this machine): {state / 'api-token'}", err=True)
     return token
+
+
+def _state_dir(state_dir: str | None) -> Path:
+    """The local backend's state folder: --state-dir, $KAI_LOCAL_BACKEND_DIR, or the engine cache's."""
+    from kai_flows.engine.runner import cache_dir
+
+    return Path(state_dir or os.environ.get("KAI_LOCAL_BACKEND_DIR") or cache_dir() / "coordinator")
 
 
 def _loop_only(database_url: str, runner, config, claimer: str | None, metrics_port: int,  # type: ignore[no-untyped-def]
@@ -171,7 +177,6 @@ def _run_replicas(database_url: str, backend: str, config_file: str | None, conf
                   state_dir: str | None, replicas: int, no_api: bool) -> int:
     import socket
     import tempfile
-    from pathlib import Path
 
     from kai_flows.service.replicas import supervise
 
@@ -188,10 +193,9 @@ def _run_replicas(database_url: str, backend: str, config_file: str | None, conf
             argv.append("--no-api")
         server = None
         if backend == "local":
-            from kai_flows.engine.runner import cache_dir
             from kai_flows.store import EmbeddedSeaweedFS
 
-            state = Path(state_dir or os.environ.get("KAI_LOCAL_BACKEND_DIR") or cache_dir() / "coordinator")
+            state = _state_dir(state_dir)
             argv += ["--state-dir", str(state)]
             if "KAI_S3_ENDPOINT" not in env:  # one store for every replica, so any of them can follow any job
                 server = EmbeddedSeaweedFS(state / "store")
