@@ -52,6 +52,7 @@ RUN_AS_USER = 1000
 LABEL_PIPELINE = "kai-flows.io/pipeline"
 LABEL_STEP = STEP_LABEL
 STEP_NETWORK_POLICY = "kai-steps"
+S3_CREDENTIALS_SECRET = "kai-s3-credentials"  # accessKey, secretKey: created by the operator, never rendered
 # Argo adds its executor to every step pod (the `init` container and the `wait` sidecar) with the controller's
 # `executor.securityContext`, empty unless an operator configured it, and Pod Security "restricted" refuses a pod
 # any of whose containers may escalate privileges or keeps capabilities. The pod-level runAsNonRoot and seccomp
@@ -335,6 +336,10 @@ class ClusterSettings:
     # API server's endpoint addresses, not the `kubernetes` Service's, and those are cluster-specific: private
     # ranges by default, narrow them to the control plane's addresses where known.
     kube_api_cidrs: tuple[str, ...] = PRIVATE_RANGES
+    # Where the coordinator (and its migration Job) reach the ledger's PostgreSQL: the URL lives in a Secret that
+    # compile never sees, so the addresses are the operator's to narrow (a managed database's, an in-cluster one's).
+    database_cidrs: tuple[str, ...] = PRIVATE_RANGES
+    database_port: int = 5432
 
 
 def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -343,7 +348,7 @@ def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {**labels, **psa}}}
 
 
-def _s3_egress(settings: ClusterSettings) -> dict[str, Any]:
+def s3_egress(settings: ClusterSettings) -> dict[str, Any]:
     """Egress to the artifact repository on its port: to an in-cluster Service's namespace, an IP address, or (a
     name outside the cluster, e.g. AWS S3, whose addresses change) any address.
 
@@ -363,19 +368,29 @@ def _s3_egress(settings: ClusterSettings) -> dict[str, Any]:
     return {"to": [to], "ports": [{"protocol": "TCP", "port": int(port) if port else default_port}]}
 
 
+def dns_egress() -> dict[str, Any]:
+    """Egress to the cluster's DNS (kube-dns / CoreDNS in kube-system)."""
+    return {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+
+
+def kube_api_egress(settings: ClusterSettings) -> dict[str, Any]:
+    """Egress to the Kubernetes API server's endpoints (see ClusterSettings.kube_api_cidrs)."""
+    return {"to": [{"ipBlock": {"cidr": c}} for c in settings.kube_api_cidrs],
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+
+
 def step_network_policy(namespace: str, labels: dict[str, str], settings: ClusterSettings) -> dict[str, Any]:
     """Default-deny for step pods (selected by the step label every template puts on them): no ingress, and egress
-    only to DNS, the artifact repository and the Kubernetes API."""
-    dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
-    kube_api = {"to": [{"ipBlock": {"cidr": c}} for c in settings.kube_api_cidrs],
-                "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    only to DNS, the artifact repository and the Kubernetes API. It selects step pods only: the coordinator's pods
+    carry no step label and have a policy of their own (kai_flows/cluster/coordinator.py)."""
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": STEP_NETWORK_POLICY, "namespace": namespace, "labels": labels},
         "spec": {"podSelector": {"matchExpressions": [{"key": LABEL_STEP, "operator": "Exists"}]},
-                 "policyTypes": ["Ingress", "Egress"], "egress": [dns, _s3_egress(settings), kube_api]},
+                 "policyTypes": ["Ingress", "Egress"],
+                 "egress": [dns_egress(), s3_egress(settings), kube_api_egress(settings)]},
     }
 
 
@@ -392,8 +407,8 @@ def _artifact_repository(meta: Callable[..., dict[str, Any]], settings: ClusterS
         "bucket": settings.s3_bucket, "endpoint": settings.s3_endpoint,
         "insecure": settings.insecure_artifact_repository,
         "keyFormat": "{{workflow.name}}/{{pod.name}}",
-        "accessKeySecret": {"name": "kai-s3-credentials", "key": "accessKey"},
-        "secretKeySecret": {"name": "kai-s3-credentials", "key": "secretKey"},
+        "accessKeySecret": {"name": S3_CREDENTIALS_SECRET, "key": "accessKey"},
+        "secretKeySecret": {"name": S3_CREDENTIALS_SECRET, "key": "secretKey"},
     }}
     annotations = {"workflows.argoproj.io/default-artifact-repository": ARTIFACT_REPOSITORY_KEY}
     if settings.insecure_artifact_repository:
@@ -404,10 +419,14 @@ def _artifact_repository(meta: Callable[..., dict[str, Any]], settings: ClusterS
 
 
 def cluster_manifests(
-    policy: Policy | None = None, settings: ClusterSettings | None = None,
+    policy: Policy | None = None, settings: ClusterSettings | None = None, *, registry: str = DEFAULT_REGISTRY,
+    tag: str = DEFAULT_TAG, digests: Mapping[str, str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The cluster prerequisites, by file name: namespace, priority classes, RBAC, queues, artifact repository,
-    network policy."""
+    """The cluster manifests, by file name. `0N-*`: the infrastructure (namespace with its quota and limits,
+    priority classes, RBAC, queues, artifact repository, step network policy); `1N-coordinator-*`: the coordinator
+    service (kai_flows/cluster/), whose image is `<registry>/kai/coordinator:<tag>` like the step images."""
+    from kai_flows.cluster import coordinator, dashboard, monitoring, quota
+
     policy = policy or load_policy()
     settings = settings or ClusterSettings()
     ns = policy.namespace
@@ -427,19 +446,22 @@ def cluster_manifests(
             del pc["metadata"]["annotations"]
     queues = {q.name: {"concurrency": q.concurrency, "weight": q.weight} for q in policy.queues.values()}
 
-    def role(name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def role(name: str, rules: list[dict[str, Any]], extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        m = lambda: {"name": name, "namespace": ns, "labels": {**labels, **(extra or {})}}  # noqa: E731
         return [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(name), "rules": rules},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(name),
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": m()},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": m(), "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": m(),
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
              "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
         ]
 
+    service = coordinator.CoordinatorSettings.of(policy, settings, _pinned_image("coordinator", registry, tag, digests))
     return {
-        "00-namespace.yaml": [_namespace(ns, labels)],
+        "00-namespace.yaml": [_namespace(ns, labels), *quota.namespace_limits(policy, meta)],
         "01-priority-classes.yaml": priority_classes,
-        "02-rbac.yaml": role(COORDINATOR_SERVICE_ACCOUNT, coordinator_rules()) + role(STEP_SERVICE_ACCOUNT, [
+        "02-rbac.yaml": role(COORDINATOR_SERVICE_ACCOUNT, coordinator_rules(), coordinator.COMPONENT_LABELS)
+        + role(STEP_SERVICE_ACCOUNT, [
             # What Argo's executor needs to report a pod's outputs (Argo >= 3.4).
             {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
         ]),
@@ -451,6 +473,12 @@ def cluster_manifests(
         ],
         "04-artifact-repositories.yaml": [_artifact_repository(meta, settings)],
         "05-network-policy.yaml": [step_network_policy(ns, labels, settings)],
+        "10-coordinator-config.yaml": [service.config_map()],
+        "11-coordinator-migrations.yaml": [service.migration_network_policy(), service.migration_job()],
+        "12-coordinator.yaml": [service.network_policy(), service.service(), service.deployment(),
+                                service.autoscaler(), service.disruption_budget()],
+        "13-coordinator-monitoring.yaml": [monitoring.service_monitor(service), monitoring.prometheus_rule(service)],
+        "14-coordinator-dashboard.yaml": [dashboard.dashboard_config_map(service)],
     }
 
 
@@ -491,7 +519,7 @@ def render_all(registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG, *, dige
         wt = compile_pipeline(build(), registry=registry, tag=tag, policy=policy, digests=digests)
         files[f"{name}.yaml"] = render_documents([wt])
         files[f"{name}.dag.md"] = markdown(wt)  # a picture of the DAG; kubectl apply -f skips non-YAML files
-    for name, docs in cluster_manifests(policy, settings).items():
+    for name, docs in cluster_manifests(policy, settings, registry=registry, tag=tag, digests=digests).items():
         files[f"cluster/{name}"] = render_documents(docs)
     return files
 

@@ -32,6 +32,8 @@ def compile_cmd(
         "its ConfigMap; lint refuses plain HTTP otherwise)"),
     kube_api_cidr: list[str] = typer.Option([], "--kube-api-cidr", help="where step pods may reach the Kubernetes "
                                             "API (repeatable; default: the private address ranges)"),
+    database_cidr: list[str] = typer.Option([], "--database-cidr", help="where the coordinator reaches PostgreSQL "
+                                            "(repeatable; default: the private address ranges)"),
     check: bool = typer.Option(False, "--check", help="write nothing; exit 1 if the files under --out differ"),
 ) -> None:
     """Compile every pipeline to a WorkflowTemplate and render the cluster manifests."""
@@ -41,7 +43,7 @@ def compile_cmd(
 
     try:
         registry, tag, digests = resolve_images(registry, tag, image_lock)
-        settings = cluster_settings(insecure_artifact_repository, kube_api_cidr)
+        settings = cluster_settings(insecure_artifact_repository, kube_api_cidr, database_cidr)
         if check:
             drift = _drift(out, render_all(registry, tag, digests=digests, settings=settings))
             for line in drift:
@@ -60,11 +62,14 @@ def compile_cmd(
         print(path)
 
 
-def cluster_settings(insecure_artifact_repository: bool, kube_api_cidrs: list[str]) -> ClusterSettings:
+def cluster_settings(insecure_artifact_repository: bool, kube_api_cidrs: list[str],
+                     database_cidrs: list[str] | None = None) -> ClusterSettings:
     from kai_flows.compile import ClusterSettings
 
+    default = ClusterSettings()
     return ClusterSettings(insecure_artifact_repository=insecure_artifact_repository,
-                           kube_api_cidrs=tuple(kube_api_cidrs) or ClusterSettings().kube_api_cidrs)
+                           kube_api_cidrs=tuple(kube_api_cidrs) or default.kube_api_cidrs,
+                           database_cidrs=tuple(database_cidrs or ()) or default.database_cidrs)
 
 
 def _drift(out: Path, files: dict[str, str]) -> list[str]:

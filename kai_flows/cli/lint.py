@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from kai_flows.lint import LintError, lint_result
 from kai_flows.policy import PolicyError
 
 
@@ -19,6 +18,8 @@ def lint_cmd(
                                          "digest (@sha256:...), as a production deploy must"),
 ) -> None:
     """Check Argo and Kubernetes YAML: Argo's schema (strict), argo lint's rules, Kubernetes schemas, Kai's policy."""
+    # Imported here: the coordinator's image runs this CLI without lint's schemas (kubernetes-validate).
+    from kai_flows.lint import LintError, lint_result
     from kai_flows.resources import templates_dir
 
     targets = paths or [Path("workflow_templates") if Path("workflow_templates").is_dir() else templates_dir()]

@@ -101,18 +101,37 @@ def deploy_cmd(
         "--insecure-artifact-repository", help="Reach the S3 artifact repository without TLS.")] = False,
     kube_api_cidr: Annotated[list[str] | None, typer.Option(
         "--kube-api-cidr", help="Where step pods may reach the Kubernetes API (repeatable; compiles afresh).")] = None,
+    database_cidr: Annotated[list[str] | None, typer.Option(
+        "--database-cidr", help="Where the coordinator reaches PostgreSQL (repeatable; compiles afresh).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and validate; no cluster needed.")] = False,
-    skip_cluster: Annotated[bool, typer.Option("--skip-cluster", help="Skip the cluster prerequisites.")] = False,
-    skip_templates: Annotated[bool, typer.Option("--skip-templates", help="Skip the WorkflowTemplates.")] = False,
+    skip_infrastructure: Annotated[bool, typer.Option(
+        "--skip-infrastructure", help="Skip the namespace, quota, priority classes, steps' RBAC, queues, artifact "
+        "repository and step network policy.")] = False,
+    skip_coordinator: Annotated[bool, typer.Option(
+        "--skip-coordinator", help="Skip the coordinator service (migrations, Deployment, monitoring).")] = False,
+    skip_workflows: Annotated[bool, typer.Option("--skip-workflows", help="Skip the WorkflowTemplates.")] = False,
+    skip_cluster: Annotated[bool, typer.Option(
+        "--skip-cluster", help="Deprecated: --skip-infrastructure --skip-coordinator.")] = False,
+    skip_templates: Annotated[bool, typer.Option(
+        "--skip-templates", help="Deprecated: --skip-workflows.")] = False,
+    migration_timeout: Annotated[float, typer.Option(
+        "--migration-timeout", min=1, help="Seconds to wait for the migration Job to complete.")] = 660.0,
     source: Annotated[Path | None, typer.Option("--source", help="Generated YAML folder.")] = None,
 ) -> None:
-    """Apply the cluster prerequisites, then the WorkflowTemplates, by server-side apply (like deploy.sh)."""
-    from kai_flows.deploy import DeployError, DeployOptions, Manifest, deploy
+    """Apply the infrastructure, the coordinator (after its migration Job completes), then the WorkflowTemplates,
+    by server-side apply (like the guide's deploy.sh)."""
+    from kai_flows.deploy import DeployError, DeployOptions, Manifest, component, deploy, groups, required_secrets
 
+    if skip_cluster:
+        typer.echo("warning: --skip-cluster is deprecated; use --skip-infrastructure --skip-coordinator", err=True)
+    if skip_templates:
+        typer.echo("warning: --skip-templates is deprecated; use --skip-workflows", err=True)
     opts = DeployOptions(context=context, namespace=namespace, registry=registry, tag=tag, image_lock=image_lock,
                          require_digests=require_digests, insecure_artifact_repository=insecure_artifact_repository,
-                         kube_api_cidrs=tuple(kube_api_cidr or ()), dry_run=dry_run, skip_cluster=skip_cluster,
-                         skip_templates=skip_templates)
+                         kube_api_cidrs=tuple(kube_api_cidr or ()), database_cidrs=tuple(database_cidr or ()),
+                         dry_run=dry_run, skip_infrastructure=skip_infrastructure, skip_coordinator=skip_coordinator,
+                         skip_workflows=skip_workflows, skip_cluster=skip_cluster, skip_templates=skip_templates,
+                         migration_timeout=migration_timeout)
     if source is not None:
         opts.source = source
 
@@ -120,19 +139,21 @@ def deploy_cmd(
         typer.echo(f"applied {m.label}")
 
     try:
-        manifests = deploy(opts, on_applied=applied, on_warning=lambda line: typer.echo(f"warning: {line}", err=True))
+        manifests = deploy(opts, on_applied=applied, on_warning=lambda line: typer.echo(f"warning: {line}", err=True),
+                           on_event=typer.echo)
     except DeployError as e:
         raise _fail(e, 1) from None
+    counts = ", ".join(f"{g} {sum(component(m) == g for m in manifests)}" for g in groups(opts))
     if dry_run:
         for m in manifests:
-            typer.echo(f"would apply {m.label} ({m.source})")
+            wait = "; then waits for it to complete" if m.kind == "Job" else ""
+            typer.echo(f"would apply {m.label} ({m.source}){wait}")
         typer.echo(f"{len(manifests)} objects rendered and valid; nothing applied (--dry-run)")
-        from kai_flows.deploy import required_secrets
-
+        typer.echo(f"by group: {counts}")
         for (namespace, name), keys in sorted(required_secrets(manifests).items()):
             typer.echo(f"needs Secret {namespace}/{name} (keys {', '.join(sorted(keys))}), created by the operator")
     else:
-        typer.echo(f"{len(manifests)} objects applied")
+        typer.echo(f"{len(manifests)} objects applied ({counts})")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,9 @@
 
 - a Namespace enforces, audits and warns about Pod Security `restricted`, and a NetworkPolicy in it fences step
   pods: default-deny ingress and egress, every egress rule limited to named ports;
+- the pods of a workload (the coordinator's Deployment, its migration Job) are fenced too, by a NetworkPolicy of
+  the linted manifests that selects them (checked where the linted manifests hold NetworkPolicies of its
+  namespace), and no workload's pods carry the step label (the step policy would fence them as steps);
 - an artifact repository reaches S3 over TLS unless the ConfigMap opts out by name;
 - the coordinator's Role grants exactly the verbs its Argo backend uses (its API_PERMISSIONS table).
 """
@@ -13,6 +16,7 @@ from typing import Any
 import yaml
 
 from kai_flows.lint.documents import Document
+from kai_flows.lint.pod_hardening import WORKLOAD_POD_SPECS, workload_pod
 from kai_flows.lint.problem import Reporter
 from kai_flows.lint.spec_view import as_dict, as_list
 from kai_flows.policy import INSECURE_REPOSITORY_ANNOTATION, POD_SECURITY_LEVEL, STEP_LABEL
@@ -31,6 +35,8 @@ def check_cluster_hardening(d: Document, docs: list[Document], report: Reporter)
         _artifact_repository_tls(d.obj, report)
     elif d.kind == "Role" and d.name == COORDINATOR_ROLE:
         _coordinator_role(d.obj, report)
+    if workload_pod(d.obj) is not None:
+        _workload_fenced(d, docs, report)
 
 
 def _pod_security(d: Document, report: Reporter) -> None:
@@ -67,6 +73,43 @@ def _fenced(d: Document, docs: list[Document], report: Reporter) -> None:
     report(("metadata", "name"), f"no NetworkPolicy in namespace '{d.name}' fences step pods (podSelector on the "
                                  f"label '{STEP_LABEL}' with policyTypes Ingress and Egress): a step could reach "
                                  "any address")
+
+
+def selects(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects a pod with `labels`."""
+    if any(labels.get(k) != v for k, v in as_dict(selector.get("matchLabels")).items()):
+        return False
+    for e in as_list(selector.get("matchExpressions")):
+        e = as_dict(e)
+        key, op, values = e.get("key"), e.get("operator"), [str(v) for v in as_list(e.get("values"))]
+        present = key in labels
+        if not {"In": present and str(labels.get(key)) in values, "NotIn": not present or str(labels[key]) not in
+                values, "Exists": present, "DoesNotExist": not present}.get(str(op), False):
+            return False
+    return True
+
+
+def _workload_fenced(d: Document, docs: list[Document], report: Reporter) -> None:
+    meta = as_dict(d.obj.get("metadata"))
+    label_path = (*WORKLOAD_POD_SPECS[d.kind][:-1], "metadata", "labels")  # the pod template's (a Pod's own)
+    node: Any = d.obj
+    for key in label_path:
+        node = as_dict(node).get(key)
+    labels = as_dict(node)
+    if STEP_LABEL in labels:
+        report((*label_path, STEP_LABEL), f"the pods carry the step label '{STEP_LABEL}', so the step "
+                                          "NetworkPolicy fences them as steps; give them a policy of their own")
+    policies = [o.obj for o in docs if o.kind == "NetworkPolicy"
+                and as_dict(o.obj.get("metadata")).get("namespace") == meta.get("namespace")]
+    if not policies:
+        return  # linted alone: the namespace's policies are not in view
+    for p in policies:
+        spec = as_dict(p.get("spec"))
+        types = {str(t) for t in as_list(spec.get("policyTypes"))}
+        if {"Ingress", "Egress"} <= types and selects(as_dict(spec.get("podSelector")), labels):
+            return
+    report(label_path, f"no NetworkPolicy of the linted manifests selects the pods of {d.label} with "
+                       "policyTypes Ingress and Egress: they could reach, and be reached from, any address")
 
 
 def _network_policy(obj: dict[str, Any], report: Reporter) -> None:

@@ -1,9 +1,10 @@
-"""Kai's scheduling and security policy (kai_flows/policy.py) applied to Argo objects.
+"""Kai's scheduling and security policy (kai_flows/policy.py) applied to Argo objects and to the pods of
+Kubernetes workloads (the coordinator's Deployment and migration Job: `check_pod`).
 
 Checked per container (main, script, containerSet, init and sidecars): requests and limits for cpu and memory;
 an image `<registry>/kai/<name>:<tag>` with a Dockerfile at `images/<name>/Dockerfile`; no way to run as root,
-escalate privileges or keep capabilities. Per template: GPU requests only on a GPU pool with a toleration for its
-taint; known pools and priority classes; semaphore keys that exist in the queue ConfigMap.
+escalate privileges or keep capabilities. Per template (or pod): GPU requests only on a GPU pool with a toleration
+for its taint; known pools and priority classes; semaphore keys that exist in the queue ConfigMap.
 """
 
 from __future__ import annotations
@@ -113,6 +114,26 @@ class PolicyChecker:
                 gpu = gpu or _gpu_request(c)
             if template_type(tmpl) in POD_TYPES:
                 self._placement(tmpl, tp, spec, gpu)
+
+    def check_pod(self, pod: dict[str, Any], pp: P) -> None:
+        """A Kubernetes pod spec (at path `pp`): the per-container and placement rules, and a ServiceAccount
+        defined in the linted manifests."""
+        self._priority_class(pod.get("priorityClassName"), {}, (*pp, "priorityClassName"))
+        self._pools(pod, pp, {})
+        gpu = None
+        for key in ("initContainers", "containers"):
+            for i, c in enumerate(as_list(pod.get(key))):
+                if not isinstance(c, dict):
+                    continue
+                cp, name = (*pp, key, i), str(c.get("name"))
+                self._resources(c, cp, name, {})
+                self._image(c, cp, name)
+                self._security(c, cp, name, pod, {})
+                gpu = gpu or _gpu_request(c)
+        self._placement(pod, pp, {}, gpu)
+        sa = pod.get("serviceAccountName")
+        if isinstance(sa, str) and self.cluster.has_service_accounts and sa not in self.cluster.service_accounts:
+            self.report((*pp, "serviceAccountName"), f"ServiceAccount '{sa}' is not defined in the linted manifests")
 
     def _priority_class(self, value: Any, spec: dict[str, Any], path: P) -> None:
         if value is None:

@@ -1,4 +1,5 @@
-"""Check plain Kubernetes objects against the strict schemas shipped by `kubernetes-validate`.
+"""Check plain Kubernetes objects against the strict schemas shipped by `kubernetes-validate` (and custom
+resources against the CRDs kai-flows ships: kai_flows.lint.crd_schema).
 
 `kubernetes_validate.validate` reloads the 1.8 MB definitions file on every call and stops at the first error;
 this builds one validator per kind from the same package data, caches it, and reports every error.
@@ -46,7 +47,11 @@ def check_kubernetes_schema(obj: dict[str, Any], report: Reporter) -> None:
     kind, api_version = str(obj["kind"]), str(obj["apiVersion"])
     validator = _validator(kind, api_version)
     if validator is None:
-        report(("kind",), f"no Kubernetes {kubernetes_version()} schema for kind {kind} in {api_version}")
+        from kai_flows.lint.crd_schema import check_crd_schema
+
+        if not check_crd_schema(obj, report):
+            report(("kind",), f"no Kubernetes {kubernetes_version()} schema for kind {kind} in {api_version}, and "
+                              "no CustomResourceDefinition of it ships with kai-flows")
         return
     errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
     for err in errors:

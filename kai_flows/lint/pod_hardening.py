@@ -1,4 +1,5 @@
-"""What a step pod must be to run in Kai's hardened namespace, checked on Argo templates.
+"""What a step pod must be to run in Kai's hardened namespace, checked on Argo templates (and, by
+`check_workload_pod`, on the pods of Kubernetes workloads: the coordinator's Deployment and migration Job).
 
 - images: a release tag, never `latest` nor no tag at all (which means `latest`); with `require_digests`
   (production) pinned by a registry digest too;
@@ -57,6 +58,52 @@ def check_pod_hardening(obj: dict[str, Any], spec: dict[str, Any], sp: P, report
             report((*path, "insecure"), "inline S3 artifact with insecure: true: its bytes and the S3 credentials "
                                         f"travel in clear text; use TLS, or opt out by name (annotation "
                                         f"{INSECURE_REPOSITORY_ANNOTATION}: \"true\")")
+
+
+# ---------------------------------------------------------------------------------------------- workloads
+
+# Where each workload kind keeps its pod spec.
+WORKLOAD_POD_SPECS: dict[str, P] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+def workload_pod(obj: dict[str, Any]) -> tuple[dict[str, Any], P] | None:
+    """The pod spec of a workload object and its path, or None for other kinds."""
+    path = WORKLOAD_POD_SPECS.get(str(obj.get("kind")))
+    if path is None:
+        return None
+    node: Any = obj
+    for key in path:
+        node = as_dict(node).get(key)
+    return as_dict(node), path
+
+
+def check_workload_pod(pod: dict[str, Any], pp: P, report: Reporter, *, require_digests: bool = False) -> None:
+    """Pod Security `restricted` on a Kubernetes pod spec (kai_policy's check_pod covers root, privilege escalation
+    and capabilities), a read-only root filesystem, sized emptyDirs, release-tagged images."""
+    pod_sc = as_dict(pod.get("securityContext"))
+    for key in HOST_NAMESPACES:
+        if pod.get(key) is True:
+            report((*pp, key), f"{key}: true shares the node's namespaces; {RESTRICTED} forbids it")
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for i, c in enumerate(as_list(pod.get(key))):
+            if not isinstance(c, dict):
+                continue
+            cp, name = (*pp, key, i), f"container '{c.get('name')}'"
+            sc = as_dict(c.get("securityContext"))
+            _image(c.get("image"), (*cp, "image"), report, require_digests)
+            _seccomp(sc, pod_sc, (*cp, "securityContext"), name, report)
+            if sc.get("readOnlyRootFilesystem") is not True:
+                report((*cp, "securityContext", "readOnlyRootFilesystem"), f"{name} may write to its root "
+                       "filesystem: set readOnlyRootFilesystem: true (and mount an emptyDir where it writes)")
+    _volumes(as_list(pod.get("volumes")), (*pp, "volumes"), report)
 
 
 # ---------------------------------------------------------------------------------------------- images

@@ -12,7 +12,7 @@ from kai_flows.lint.cluster_hardening import check_cluster_hardening
 from kai_flows.lint.documents import Document, collect_files, load_documents
 from kai_flows.lint.kai_policy import Cluster, PolicyChecker
 from kai_flows.lint.kube_schema import check_kubernetes_schema
-from kai_flows.lint.pod_hardening import check_pod_hardening
+from kai_flows.lint.pod_hardening import check_pod_hardening, check_workload_pod, workload_pod
 from kai_flows.lint.problem import Problem, Reporter
 from kai_flows.lint.spec_view import as_dict
 from kai_flows.lint.variables import check_variables
@@ -94,6 +94,11 @@ def lint_documents(docs: list[Document], *, images_dir: Path | None = None, poli
             check_kubernetes_schema(d.obj, report)
             _check_cluster_object(d, policy, report)
             check_cluster_hardening(d, docs, report)
+            if (found_pod := workload_pod(d.obj)) is not None:
+                pod, pp = found_pod
+                images = images_dir or default_images_dir(Path(d.file))
+                PolicyChecker(policy, cluster, images, report).check_pod(pod, pp)
+                check_workload_pod(pod, pp, report, require_digests=require_digests)
         problems.extend(dict.fromkeys(report.problems))  # drop exact duplicates, keep order
     return problems
 

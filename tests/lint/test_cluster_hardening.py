@@ -162,7 +162,7 @@ def test_compile_pins_images_by_the_lock_and_lint_refuses_latest_untagged_and_un
 def test_deploy_renders_a_default_deny_network_policy_selecting_step_pods_and_lint_requires_it(
         compiled: Path, tmp_path: Path) -> None:
     manifests = deploy(DeployOptions(source=compiled, images_dir=IMAGES, dry_run=True))
-    [policy] = [m.doc for m in manifests if m.kind == "NetworkPolicy"]
+    [policy] = [m.doc for m in manifests if m.kind == "NetworkPolicy" and m.doc["metadata"]["name"] == "kai-steps"]
     kinds = [m.kind for m in manifests]
     assert kinds.index("NetworkPolicy") < kinds.index("WorkflowTemplate")  # fenced before any step can run
     spec = policy["spec"]

@@ -27,7 +27,15 @@ KUBE = "/apis/argoproj.io/v1alpha1/namespaces/"
 # Minimal discovery documents for the dynamic client (server-side apply of the deploy manifests).
 _KINDS = {
     ("", "v1"): [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True),
-                 ("serviceaccounts", "ServiceAccount", True), ("secrets", "Secret", True)],
+                 ("serviceaccounts", "ServiceAccount", True), ("secrets", "Secret", True),
+                 ("services", "Service", True), ("pods", "Pod", True), ("resourcequotas", "ResourceQuota", True),
+                 ("limitranges", "LimitRange", True)],
+    ("apps", "v1"): [("deployments", "Deployment", True)],
+    ("batch", "v1"): [("jobs", "Job", True)],
+    ("autoscaling", "v2"): [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
+    ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True),
+                                      ("prometheusrules", "PrometheusRule", True)],
     ("scheduling.k8s.io", "v1"): [("priorityclasses", "PriorityClass", False)],
     ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
     ("rbac.authorization.k8s.io", "v1"): [("roles", "Role", True), ("rolebindings", "RoleBinding", True),
@@ -37,10 +45,18 @@ _KINDS = {
 }
 
 
+COMPLETE = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+
+
 class FakeArgo:
-    def __init__(self, token: str = "s3cret", argo_crds: bool = True) -> None:
+    def __init__(self, token: str = "s3cret", argo_crds: bool = True, monitoring_crds: bool = True) -> None:
         self.token = token
-        self.kinds = {gv: r for gv, r in _KINDS.items() if argo_crds or gv[0] != "argoproj.io"}
+        self.kinds = {gv: r for gv, r in _KINDS.items() if (argo_crds or gv[0] != "argoproj.io")
+                      and (monitoring_crds or gv[0] != "monitoring.coreos.com")}
+        # Objects the cluster holds, by API path: what was applied (a later apply replaces it), or put by a test.
+        self.live: dict[str, dict[str, Any]] = {}
+        self.job_statuses: list[dict[str, Any]] = []  # statuses successive GETs of a Job answer (the last repeats)
+        self.pods: list[dict[str, Any]] = []  # answered to a pod list (label selectors are matched)
         self.workflows: dict[tuple[str, str], dict[str, Any]] = {}
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}
         self.scripts: dict[str, list[dict[str, Any]]] = {}  # name -> statuses returned by successive GETs
@@ -108,7 +124,22 @@ class FakeArgo:
         parts = [p for p in path.split("/") if p]
         if method == "PATCH" and "apply-patch" in ctype:
             self.applied.append({"path": path, "query": query, "body": body})
+            self.live[path] = body
             return 200, body
+        if method == "GET" and path in self.live and not path.startswith(KUBE) and "/secrets/" not in path:
+            obj = dict(self.live[path])
+            if obj.get("kind") == "Job":
+                obj["status"] = (self.job_statuses.pop(0) if len(self.job_statuses) > 1 else
+                                 (self.job_statuses or [COMPLETE])[0])
+            return 200, obj
+        if method == "GET" and len(parts) == 5 and parts[:2] == ["api", "v1"] and parts[4] == "pods":
+            wanted = dict(p.split("=", 1) for p in query.get("labelSelector", "").split(",") if p)
+            items = [p for p in self.pods if p["metadata"]["namespace"] == parts[3]
+                     and all(p["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        if method == "GET" and not path.startswith(KUBE) and self._object_path(parts) and "secrets" not in parts:
+            return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                         "message": f'{parts[-2]} "{parts[-1]}" not found'}
         if path.startswith(ARGO):
             ns, rest = parts[3], parts[4:]
             if method == "POST" and not rest:
@@ -149,6 +180,16 @@ class FakeArgo:
         if method == "GET" and (path in ("/version", "/api", "/apis") or path.startswith(("/api/v1", "/apis/"))):
             return self._discovery(path)
         return 404, {"message": f"fake server: no route {method} {path}"}
+
+    def _object_path(self, parts: list[str]) -> bool:
+        """/api/v1/namespaces/NS/PLURAL/NAME or /apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME of a served kind."""
+        if parts[:2] == ["api", "v1"] and len(parts) == 6 and parts[2] == "namespaces":
+            key, plural = ("", "v1"), parts[4]
+        elif parts[:1] == ["apis"] and len(parts) == 7 and parts[3] == "namespaces":
+            key, plural = (parts[1], parts[2]), parts[5]
+        else:
+            return False
+        return any(p == plural for p, _, _ in self.kinds.get(key, []))
 
     def _discovery(self, path: str) -> tuple[int, Any]:
         if path == "/version":

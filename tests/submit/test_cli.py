@@ -90,16 +90,41 @@ def test_deploy_dry_run_cluster_manifests(cli, tmp_path: Path) -> None:
     (tmp_path / "cluster").mkdir()
     for name, docs in cluster_manifests().items():
         (tmp_path / "cluster" / name).write_text(render_documents(docs))
-    r = _run(cli, "deploy", "--dry-run", "--skip-templates", "--source", str(tmp_path))
+    r = _run(cli, "deploy", "--dry-run", "--skip-workflows", "--source", str(tmp_path))
     assert r.exit_code == 0, r.output
-    assert r.stdout.splitlines()[0] == "would apply Namespace/kai-ml (cluster/00-namespace.yaml)"
+    lines = r.stdout.splitlines()
+    assert lines[0] == "would apply Namespace/kai-ml (cluster/00-namespace.yaml)"
+    for new in ("ResourceQuota/kai-flows -n kai-ml (cluster/00-namespace.yaml)",
+                "LimitRange/kai-flows -n kai-ml (cluster/00-namespace.yaml)",
+                "ConfigMap/kai-coordinator-config -n kai-ml (cluster/10-coordinator-config.yaml)",
+                "NetworkPolicy/kai-coordinator-migrate -n kai-ml (cluster/11-coordinator-migrations.yaml)",
+                "NetworkPolicy/kai-coordinator -n kai-ml (cluster/12-coordinator.yaml)",
+                "Service/kai-coordinator -n kai-ml (cluster/12-coordinator.yaml)",
+                "Deployment/kai-coordinator -n kai-ml (cluster/12-coordinator.yaml)",
+                "HorizontalPodAutoscaler/kai-coordinator -n kai-ml (cluster/12-coordinator.yaml)",
+                "PodDisruptionBudget/kai-coordinator -n kai-ml (cluster/12-coordinator.yaml)",
+                "ServiceMonitor/kai-coordinator -n kai-ml (cluster/13-coordinator-monitoring.yaml)",
+                "PrometheusRule/kai-coordinator -n kai-ml (cluster/13-coordinator-monitoring.yaml)",
+                "ConfigMap/kai-coordinator-dashboard -n kai-ml (cluster/14-coordinator-dashboard.yaml)"):
+        assert f"would apply {new}" in lines, new
+    [job] = [ln for ln in lines if ln.startswith("would apply Job/kai-coordinator-migrate-")]
+    assert job.endswith("(cluster/11-coordinator-migrations.yaml); then waits for it to complete")
+    assert lines.index(job) < lines.index("would apply Deployment/kai-coordinator -n kai-ml "
+                                          "(cluster/12-coordinator.yaml)")
     assert "objects rendered and valid; nothing applied (--dry-run)" in r.stdout
+    assert "by group: infrastructure 17, coordinator 14" in lines
+    assert "needs Secret kai-ml/kai-ledger-database (keys url), created by the operator" in lines
+    assert "needs Secret kai-ml/kai-coordinator-api (keys token), created by the operator" in lines
+
+    r = _run(cli, "deploy", "--dry-run", "--skip-templates", "--source", str(tmp_path))  # the deprecated spelling
+    assert r.exit_code == 0 and "by group: infrastructure 17, coordinator 14" in r.stdout.splitlines()
+    assert r.stderr == "warning: --skip-templates is deprecated; use --skip-workflows\n"
 
 
 def test_deploy_without_cluster_fails_cleanly(cli, tmp_path: Path) -> None:
     (tmp_path / "cluster").mkdir()
     for name, docs in cluster_manifests().items():
         (tmp_path / "cluster" / name).write_text(render_documents(docs))
-    r = _run(cli, "deploy", "--skip-templates", "--source", str(tmp_path))
+    r = _run(cli, "deploy", "--skip-workflows", "--source", str(tmp_path))
     assert r.exit_code == 1
     assert r.stderr.startswith("error: no cluster configured") and "Traceback" not in r.output
