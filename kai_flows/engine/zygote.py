@@ -106,6 +106,19 @@ def _child(req: dict, keep_fds: tuple[int, ...], learn_fd: int) -> None:
         os._exit(code)
 
 
+def _load_lazy_placeholders() -> None:
+    """Load the modules lazy_loader left as placeholders (importlib's _LazyModule, loaded on first attribute use).
+    Importing a submodule under an unloaded one (`import torch._C` while `torch` is a placeholder) leaves the
+    package half-initialised: the next use of torch fails or segfaults, and with it the server and the step it
+    was about to report (every radiance-field run failed its first attempt that way)."""
+    for name, module in list(sys.modules.items()):
+        if type(module).__name__ == "_LazyModule":
+            try:
+                getattr(module, "__name__")  # noqa: B009 - any attribute access makes importlib load it
+            except BaseException:  # a module that fails to load is skipped, as in _learn
+                sys.modules.pop(name, None)
+
+
 def _learn(line: bytes) -> None:
     """Import what a step imported lazily (numpy submodules, PIL plugins, scipy, ...), so the next fork starts
     warmer. Like multiprocessing's fork start method, this relies on those libraries being fork-safe (OpenBLAS
@@ -114,6 +127,7 @@ def _learn(line: bytes) -> None:
         names = json.loads(line)
     except ValueError:
         return
+    _load_lazy_placeholders()
     for name in names:
         if name in sys.modules:
             continue

@@ -53,3 +53,19 @@ def test_warm_step_deadline_and_failure(run):
     assert r.node("nap").phase == "Failed" and "deadline" in r.node("nap").message
     refused = r.node("refuse")
     assert refused.phase == "Failed" and "exit code 1" in refused.message and "no thanks" in refused.message
+
+
+def test_learning_a_lazily_loaded_packages_submodules_keeps_it_usable() -> None:
+    """The server learns the modules a step imported; torch reached through lazy_loader was still a placeholder in
+    the server, and importing `torch._C` under it broke torch: the server died and the radiance-field step's
+    first attempt ended in Error every time. Run in a process of its own: the failure was a segfault."""
+    import subprocess
+    import sys
+
+    code = ("import json, lazy_loader\n"
+            "torch = lazy_loader.load('torch')\n"
+            "from kai_flows.engine.zygote import _learn\n"
+            "_learn(json.dumps(['torch._C', 'torch._dynamo', 'torch']).encode())\n"
+            "print(torch.zeros(2).sum().item())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "0.0"), done.stderr[-2000:]
