@@ -6,6 +6,11 @@ ALTER TABLE jobs ADD COLUMN idempotency_key text CHECK (idempotency_key <> '' AN
 ALTER TABLE jobs ADD COLUMN request_sha256 text CHECK (request_sha256 ~ '^[0-9a-f]{64}$');
 CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
+-- A job cancelled while in flight still has a workflow to stop. Its owner stops it; if the owner is dead, the
+-- coordinator that adopts the job does (claim.py adopt). True until a coordinator has stopped the workflow.
+ALTER TABLE jobs ADD COLUMN stop_workflow boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_stop_workflow_idx ON jobs (id) WHERE stop_workflow;
+
 -- Admission held per queue class: its workflows' pods cannot be scheduled, or the backend refused a submission.
 -- Kept in the ledger so every coordinator replica admits by the same holds and reports the same reason. Each
 -- replica keeps its own rows (it sees only the workflows it follows) and renews them while the cause lasts; a

@@ -107,7 +107,8 @@ def claim_next(
 def adopt(
     conn: psycopg.Connection, claimer: str, *, lease_seconds: float = 30.0, following: list[UUID] | None = None
 ) -> list[Job]:
-    """Take over in-flight jobs whose owner's lease ran out, or that `claimer` owned before a restart.
+    """Take over in-flight jobs whose owner's lease ran out, or that `claimer` owned before a restart; and jobs
+    cancelled in flight whose workflow such an owner had not stopped yet (their `stop_workflow` is set).
 
     `following`: the jobs the caller already follows (left alone).
     """
@@ -115,7 +116,8 @@ def adopt(
         rows = conn.execute(
             """UPDATE jobs SET claimed_by = %(me)s, lease_expires_at = now() + make_interval(secs => %(lease)s)
                 WHERE id IN (SELECT id FROM jobs
-                              WHERE status IN ('submitted', 'running') AND NOT (id = ANY(%(following)s))
+                              WHERE (status IN ('submitted', 'running') OR stop_workflow)
+                                AND NOT (id = ANY(%(following)s))
                                 AND (claimed_by IS NULL OR claimed_by = %(me)s OR lease_expires_at < now())
                               FOR UPDATE SKIP LOCKED)
                 RETURNING *""",

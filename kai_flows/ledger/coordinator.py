@@ -96,6 +96,9 @@ class Coordinator:
         conn = self.conn
         for job in adopt(conn, self.claimer, lease_seconds=self.lease_seconds, following=list(self.active)):
             log.info("adopted job %s (%s, workflow %s)", job.id, job.status, job.workflow_name)
+            if job.status == JobStatus.CANCELLED:  # cancelled while its owner was gone: its workflow still runs
+                self._stop_workflow(job)
+                continue
             self._track(job)  # one without a workflow name is (re)submitted by _follow
         self._renew()
         self._unschedulable = {}
@@ -124,19 +127,34 @@ class Coordinator:
         for job_id in set(self.active) - mine:
             job = jobs.get_job(self.conn, job_id)
             self.active.pop(job_id)
-            if job.status == JobStatus.CANCELLED and job.workflow_name:
-                log.info("job %s was cancelled: cancelling workflow %s", job_id, job.workflow_name)
-                self._cancel_workflow(job.workflow_name)
+            if job.status == JobStatus.CANCELLED and job.stop_workflow:
+                self._stop_workflow(job)
             elif job.status not in TERMINAL:
                 log.warning("job %s was taken over by %s", job_id, job.claimed_by)
 
-    def _cancel_workflow(self, name: str) -> None:
+    def _stop_workflow(self, job: Job) -> None:
+        """Stop a cancelled job's workflow (found by its label when the ledger never recorded its name)."""
+        try:
+            name = job.workflow_name or self.backend.find_by_label(job.id, job.attempts)
+        except Exception as e:  # the backend is unreachable: stop_workflow stays set, try again next pass
+            log.warning("looking up the workflow of cancelled job %s failed, will retry: %s", job.id, e)
+            return
+        if name is not None:
+            log.info("job %s was cancelled: cancelling workflow %s", job.id, name)
+            if not self._cancel_workflow(name):
+                return
+        jobs.workflow_stopped(self.conn, job.id)
+
+    def _cancel_workflow(self, name: str) -> bool:
+        """True once the workflow is stopped or gone; False when the backend could not be reached (retry)."""
         try:
             self.backend.cancel(name)
         except WorkflowNotFound:  # nothing left to stop
             log.info("workflow %s to cancel is already gone", name)
-        except Exception as e:  # the backend is unreachable: the ledger says cancelled anyway
-            log.warning("cancelling workflow %s failed: %s", name, e)
+        except Exception as e:  # the backend is unreachable: the ledger says cancelled; stopping is retried
+            log.warning("cancelling workflow %s failed, will retry: %s", name, e)
+            return False
+        return True
 
     def _submit(self, job: Job) -> Job | None:
         """Make sure the job's workflow exists exactly once and the ledger names it."""
@@ -157,7 +175,8 @@ class Coordinator:
             current = jobs.get_job(self.conn, job.id)
             if current.status == JobStatus.CANCELLED:
                 log.info("job %s was cancelled during submission: cancelling workflow %s", job.id, name)
-                self._cancel_workflow(name)
+                if self._cancel_workflow(name):
+                    jobs.workflow_stopped(self.conn, job.id)
             return None
 
     def _follow(self, job: Job) -> None:

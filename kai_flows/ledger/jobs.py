@@ -225,10 +225,14 @@ def transition(
                    submitted_at = CASE WHEN %(new)s = 'submitted' THEN now() ELSE submitted_at END,
                    started_at = CASE WHEN %(new)s = 'running' THEN now() ELSE started_at END,
                    finished_at = CASE WHEN %(terminal)s THEN now() WHEN %(retry)s THEN NULL ELSE finished_at END,
-                   claimed_by = CASE WHEN %(terminal)s OR %(retry)s THEN NULL ELSE claimed_by END,
-                   lease_expires_at = CASE WHEN %(terminal)s OR %(retry)s THEN NULL ELSE lease_expires_at END
+                   -- a job cancelled in flight keeps its owner and lease until its workflow is stopped
+                   stop_workflow = %(stop)s,
+                   claimed_by = CASE WHEN (%(terminal)s AND NOT %(stop)s) OR %(retry)s THEN NULL ELSE claimed_by END,
+                   lease_expires_at = CASE WHEN (%(terminal)s AND NOT %(stop)s) OR %(retry)s THEN NULL
+                                           ELSE lease_expires_at END
                WHERE id = %(id)s RETURNING *""",
-            {"new": new, "retry": retry, "wf": workflow_name, "err": error, "terminal": new in TERMINAL, "id": job.id},
+            {"new": new, "retry": retry, "wf": workflow_name, "err": error, "terminal": new in TERMINAL, "id": job.id,
+             "stop": new == JobStatus.CANCELLED and job.status in (JobStatus.SUBMITTED, JobStatus.RUNNING)},
         ).fetchone()
         updated = Job.from_row(row)
         _insert_outputs(conn, updated, outputs)
@@ -244,6 +248,12 @@ def retry(conn: psycopg.Connection, job_id: UUID | str, *, actor: str | None = N
 def cancel(conn: psycopg.Connection, job_id: UUID | str, *, actor: str | None = None, reason: str | None = None) -> Job:
     """Cancel a queued, submitted or running job (its coordinator then cancels the workflow)."""
     return transition(conn, job_id, JobStatus.CANCELLED, actor=actor, error=reason)
+
+
+def workflow_stopped(conn: psycopg.Connection, job_id: UUID | str) -> None:
+    """A cancelled job's workflow has been stopped (or was never created): nothing is left to do for it."""
+    conn.execute("UPDATE jobs SET stop_workflow = false, claimed_by = NULL, lease_expires_at = NULL WHERE id = %s",
+                 (_uuid(job_id),))
 
 
 def set_workflow(conn: psycopg.Connection, job_id: UUID | str, workflow_name: str) -> Job:

@@ -56,6 +56,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     idempotency_key: str | None = None  # the client's key, when it gave one (migration 004)
+    stop_workflow: bool = False  # cancelled in flight, its workflow not yet stopped (migration 004)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

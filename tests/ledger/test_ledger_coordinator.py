@@ -375,3 +375,24 @@ def test_an_unschedulable_workflow_holds_its_class_until_placed(ledger_url: str,
     c.close()
     assert "batch" not in holds.active_holds(conn)
     assert all(jobs.get_job(conn, j.id).status == JobStatus.SUCCEEDED for j in (stuck, waiting, fine))
+
+
+def test_a_job_cancelled_while_its_coordinator_is_dead_gets_its_workflow_stopped(ledger_url: str, conn,
+                                                                                tmp_path: Path) -> None:
+    [job] = enqueue_mix(conn, 60, {"interactive": 1})
+    backend = SubprocessRunner(tmp_path / "wf")
+    queues = parse_task_queue_config(json.dumps(CONFIG))
+    dead = Coordinator(ledger_url, backend, queues, 0.05, claimer="dead", lease_seconds=0.5)
+    wait_until("the job to run", lambda: jobs.get_job(conn, job.id).status == JobStatus.RUNNING, step=dead.run_once)
+    dead.close()  # it stops here, as if SIGKILLed: nobody follows the job now
+    cancelled = jobs.cancel(conn, job.id, actor="api", reason="user cancelled")
+    assert cancelled.stop_workflow and cancelled.claimed_by == "dead"  # its workflow still runs
+    time.sleep(0.6)  # the dead coordinator's lease lapses
+    other = Coordinator(ledger_url, SubprocessRunner(tmp_path / "wf"), queues, 0.05, claimer="other")
+    other.run_once()
+    other.close()
+    name = SubprocessRunner.workflow_name(job.id, 0)
+    assert (tmp_path / "wf" / name / "cancelled").is_file()  # stopped by the coordinator that adopted it
+    final = jobs.get_job(conn, job.id)
+    assert (final.status, final.stop_workflow, final.claimed_by) == (JobStatus.CANCELLED, False, None)
+    wait_until("the job's process to end", lambda: backend.status(name).phase == "Failed")
