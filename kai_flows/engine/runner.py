@@ -498,7 +498,9 @@ def run_pipeline(
                 "parameters": params, "inputs": {k: str(v) for k, v in checked_inputs.items()}, "out": str(out),
                 "ignoredFields": [f for f in wf.ignored if not launcher.honoured(f)], "runtime": launcher.name,
                 "resumedFrom": resume, "engine": engine_identity()}
-        recorder = _Recorder([out / "run.json", run_dir / "run.json"], meta)
+        # The registry's copy first: --resume reads it, so a kill between the two writes leaves the copy resume
+        # reads at least as far along as the one in --out (the other order re-ran a step already recorded done).
+        recorder = _Recorder([run_dir / "run.json", out / "run.json"], meta)
         started = now_iso()
         view = make_progress(progress, run_name)
         result_outputs: dict[str, Path | None] = {}
