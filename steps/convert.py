@@ -1,14 +1,18 @@
 """Export the mesh to delivery formats (glb, obj, ply, stl, usdz), re-opening every file to check it.
 
-glb/obj/ply/stl go through trimesh (glb optionally Draco-compressed with KHR_draco_mesh_compression via DracoPy);
-usdz is built with usd-core: a ``UsdGeom.Mesh`` with per-vertex ``displayColor``, Y up, metres, packaged with
-``UsdUtils.CreateNewUsdzPackage``. The mesh is already in a +Y-up viewer frame (see ``point_cloud``).
+obj/ply/stl go through trimesh and keep the mesh's own frame and sRGB vertex colours: they are the exchange
+copies (``mobile_lods`` and the report read the ply). glb and usdz are what viewers show, so they are placed
+(``_export.place``: centred on X/Z, standing on Y = 0, in metres when the scale is known) and carry linear
+colours and a matte material: the glb written directly (``_glb``, optionally Draco-compressed), the usdz with
+usd-core (``UsdPreviewSurface`` reading ``displayColor``, packaged with ``UsdUtils.CreateNewUsdzPackage``). Every
+usdz must pass usd-core's validators and the ARKit rules (``_usd_check``); the glTF validator needs node, so it
+runs in the tests. The mesh is already in a +Y-up viewer frame (see ``point_cloud``).
 """
 
 from __future__ import annotations
 
-import struct
-import tempfile
+import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from kai_steps._colmap import ReconstructionInputError
+from kai_steps._export import ExportCheckError, Placement, check_usdz, place, write_usdz
+from kai_steps._glb import DRACO_EXT, glb_bytes, glb_json
 from kai_steps._io import staged_dir, write_json
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
@@ -25,16 +31,14 @@ trimesh = lazy.load("trimesh")
 
 FORMATS = ("glb", "obj", "ply", "stl", "usdz")
 
+__all__ = ["FORMATS", "ConvertSummary", "ExportCheckError", "convert"]
+
 
 class ConvertSummary(BaseModel):
     formats: list[str]
     files: dict[str, int]  # file name -> size in bytes
     num_vertices: int
     num_faces: int
-
-
-class ExportCheckError(RuntimeError):
-    """A written model file did not read back as the mesh that was exported."""
 
 
 def _load_input(path: Path) -> trimesh.Trimesh:
@@ -52,63 +56,20 @@ def _load_input(path: Path) -> trimesh.Trimesh:
     return mesh
 
 
-def _vertex_rgba(mesh: trimesh.Trimesh) -> np.ndarray | None:
-    if mesh.visual.kind == "vertex":
-        return np.asarray(mesh.visual.vertex_colors, dtype=np.uint8)
-    return None
-
-
-def _write_usdz(mesh: trimesh.Trimesh, path: Path) -> None:
-    from pxr import Gf, Sdf, Usd, UsdGeom, UsdUtils, Vt
-
-    with tempfile.TemporaryDirectory(prefix="kai-usd-") as tmp:
-        usdc = Path(tmp) / f"{path.stem}.usdc"
-        stage = Usd.Stage.CreateNew(str(usdc))
-        UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
-        UsdGeom.SetStageMetersPerUnit(stage, 1.0)
-        root = UsdGeom.Xform.Define(stage, "/Model")
-        stage.SetDefaultPrim(root.GetPrim())
-        geom = UsdGeom.Mesh.Define(stage, "/Model/Mesh")
-        geom.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(np.asarray(mesh.vertices, dtype=np.float32)))
-        geom.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(len(mesh.faces), 3, dtype=np.int32)))
-        geom.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(np.asarray(mesh.faces, dtype=np.int32).ravel()))
-        geom.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
-        normals = np.asarray(mesh.vertex_normals, dtype=np.float32)
-        geom.CreateNormalsAttr(Vt.Vec3fArray.FromNumpy(normals))
-        geom.SetNormalsInterpolation(UsdGeom.Tokens.vertex)
-        lo, hi = mesh.bounds
-        geom.CreateExtentAttr(Vt.Vec3fArray([Gf.Vec3f(*map(float, lo)), Gf.Vec3f(*map(float, hi))]))
-        rgba = _vertex_rgba(mesh)
-        if rgba is not None:
-            colors = geom.CreateDisplayColorPrimvar(UsdGeom.Tokens.vertex)
-            colors.Set(Vt.Vec3fArray.FromNumpy(rgba[:, :3].astype(np.float32) / 255.0))
-        stage.GetRootLayer().Save()
-        if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(usdc)), str(path)):
-            raise ExportCheckError(f"usd-core could not package {path.name}")
-    _clear_zip_times(path)
-
-
-_DOS_EPOCH = (0, 0x21)  # time 00:00:00, date 1980-01-01: the earliest a zip entry can carry
-
-
-def _clear_zip_times(path: Path) -> None:
-    """Set every entry's time in a zip (local and central headers) to 1980-01-01 00:00, in place.
-
-    usd-core stamps the packaging time into the usdz, the only bytes that differ between two packages of the same
-    stage. Patched rather than re-zipped: a usdz's entries are padded to 64-byte alignment, which zipfile drops."""
-    data = bytearray(path.read_bytes())
-    eocd = data.rfind(b"PK\x05\x06")
-    if eocd < 0:
-        raise ExportCheckError(f"{path.name} is not a zip archive")
-    count, _, pos = struct.unpack_from("<HII", data, eocd + 10)
-    for _ in range(count):
-        local = struct.unpack_from("<I", data, pos + 42)[0]
-        if data[pos:pos + 4] != b"PK\x01\x02" or data[local:local + 4] != b"PK\x03\x04":
-            raise ExportCheckError(f"{path.name}: unexpected zip layout")
-        struct.pack_into("<HH", data, pos + 12, *_DOS_EPOCH)
-        struct.pack_into("<HH", data, local + 10, *_DOS_EPOCH)
-        pos += 46 + sum(struct.unpack_from("<HHH", data, pos + 28))
-    path.write_bytes(data)
+def known_scale(folder: Path, meters_per_unit: float) -> float:
+    """The scale to declare: the parameter when given (> 0), else a positive ``meters_per_unit`` recorded in the
+    input folder's summary.json by the step that learnt it, else 0 (unknown)."""
+    if meters_per_unit < 0:
+        raise ReconstructionInputError(f"meters_per_unit={meters_per_unit} is negative; give the model's scale in "
+                                       "metres per unit, or 0 when it is unknown")
+    if meters_per_unit > 0:
+        return float(meters_per_unit)
+    summary = Path(folder) / "summary.json" if Path(folder).is_dir() else Path(folder).with_name("summary.json")
+    try:
+        recorded = json.loads(summary.read_text()).get("meters_per_unit") or 0.0
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    return float(recorded) if isinstance(recorded, int | float) and recorded > 0 else 0.0
 
 
 def _read_counts(path: Path) -> tuple[int, int]:
@@ -127,7 +88,9 @@ def _read_counts(path: Path) -> tuple[int, int]:
     return len(loaded.vertices), len(loaded.faces)
 
 
-def _check(path: Path, mesh: trimesh.Trimesh) -> None:
+def check_file(path: Path, mesh: trimesh.Trimesh) -> None:
+    """The written file re-opens with the mesh's faces (and vertices, where the format keeps them); a usdz also
+    passes the compliance check. Raises ExportCheckError naming the file."""
     if not path.is_file() or path.stat().st_size == 0:
         raise ExportCheckError(f"{path.name} was not written")
     try:
@@ -138,22 +101,42 @@ def _check(path: Path, mesh: trimesh.Trimesh) -> None:
         raise ExportCheckError(f"{path.name} does not re-open: {exc}") from None
     if nf != len(mesh.faces):
         raise ExportCheckError(f"{path.name} re-opened with {nf} faces, expected {len(mesh.faces)}")
-    # STL stores three corners per face; Draco may drop unreferenced/duplicate vertices. Others keep them exactly.
+    # STL stores three corners per face; Draco may split or merge vertices. Others keep them exactly.
     expected_v = 3 * len(mesh.faces) if path.suffix == ".stl" else len(mesh.vertices)
-    if nv != expected_v and not (path.suffix == ".glb" and 0 < nv <= expected_v):
+    draco = path.suffix == ".glb" and DRACO_EXT in glb_json(path.read_bytes()).get("extensionsRequired", [])
+    if nv != expected_v and not (draco and nv > 0):
         raise ExportCheckError(f"{path.name} re-opened with {nv} vertices, expected {expected_v}")
+    if path.suffix == ".usdz":
+        check_usdz(path)
 
 
-def _writers(draco: bool) -> dict[str, Callable[[trimesh.Trimesh, Path], None]]:
+def check_glb_bytes(data: bytes, name: str, mesh: trimesh.Trimesh, draco: bool) -> None:
+    """A glb in memory re-opens with trimesh (Draco decoded through DracoPy) with the mesh's faces and colours."""
+    try:
+        if draco and DRACO_EXT not in glb_json(data).get("extensionsRequired", []):
+            raise ExportCheckError(f"{name} is not Draco-compressed")
+        # skip_materials: with a material trimesh files COLOR_0 away where vertex_colors cannot see it
+        back = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", skip_materials=True, process=False)
+    except ExportCheckError:
+        raise
+    except Exception as exc:
+        raise ExportCheckError(f"{name} does not re-open: {exc}") from None
+    if len(back.faces) != len(mesh.faces):
+        raise ExportCheckError(f"{name} re-opened with {len(back.faces)} faces, expected {len(mesh.faces)}")
+    if mesh.visual.kind == "vertex" and back.visual.kind != "vertex":
+        raise ExportCheckError(f"{name} lost its vertex colours")
+
+
+def _writers(draco: bool, placement: Placement) -> dict[str, Callable[[trimesh.Trimesh, Path], None]]:
     def glb(m: trimesh.Trimesh, p: Path) -> None:
-        p.write_bytes(trimesh.Scene(m).export(file_type="glb", extension_draco=draco))
+        p.write_bytes(glb_bytes(m, placement, draco=draco, generator="kai-flows convert"))
 
     return {
         "glb": glb,
         "obj": lambda m, p: m.export(p, file_type="obj", include_normals=True, include_color=True),
         "ply": lambda m, p: m.export(p, file_type="ply", encoding="binary"),
         "stl": lambda m, p: m.export(p, file_type="stl"),
-        "usdz": _write_usdz,
+        "usdz": lambda m, p: write_usdz(m, p, placement),
     }
 
 
@@ -165,8 +148,11 @@ def convert(
     formats: list[str] = ["glb", "obj", "ply", "stl", "usdz"],  # noqa: B006 (pydantic copies defaults)
     draco: bool = False,
     basename: str = "model",
+    meters_per_unit: float = 0.0,
 ) -> ConvertSummary:
-    """Write ``models/<basename>.<fmt>`` for each format plus ``models/summary.json``; every file is re-opened."""
+    """Write ``models/<basename>.<fmt>`` for each format plus ``models/summary.json``; every file is re-opened and
+    every usdz passes the ARKit compliance check. ``meters_per_unit``: the model's known scale (0: unknown, unless
+    the mesh folder's summary.json records it); glb and usdz declare metres only then."""
     wanted = [f.lower().lstrip(".") for f in formats]
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown:
@@ -176,16 +162,21 @@ def convert(
         raise ReconstructionInputError("formats is empty: name at least one of " + ", ".join(FORMATS))
     if not basename or "/" in basename or basename.startswith("."):
         raise ReconstructionInputError(f"model basename {basename!r} is not a plain file name")
+    scale = known_scale(Path(mesh), meters_per_unit)
     src = _load_input(Path(mesh))
-    writers = _writers(draco)
+    placement = place(src.vertices, scale)
+    writers = _writers(draco, placement)
     files: dict[str, int] = {}
     with staged_dir(Path(models)) as out:
         for fmt in dict.fromkeys(wanted):
             path = out / f"{basename}.{fmt}"
             writers[fmt](src, path)
-            _check(path, src)
+            check_file(path, src)
             files[path.name] = path.stat().st_size
         summary = ConvertSummary(formats=list(dict.fromkeys(wanted)), files=files, num_vertices=len(src.vertices),
                                  num_faces=len(src.faces))
-        write_json(out / "summary.json", {**summary.model_dump(), "draco": draco})
+        # meters_per_unit only when known: mobile_lods passes it on to the levels of detail.
+        write_json(out / "summary.json", {**summary.model_dump(), "draco": draco,
+                                          "meters_per_unit": scale if scale > 0 else None,
+                                          "placement": placement.describe()})
     return summary

@@ -2,12 +2,14 @@
 
 ``mobile_lods`` decimates the model (quadric, fast-simplification) to fractions of its face count, keeping vertex
 colours, and measures each LOD's distance from the original. ``mobile_package`` compresses every LOD to a Draco glb
-and ships the finest LOD that fits each budget as ``model.glb`` and ``model.usdz``. Every written file is re-opened.
+and ships the finest LOD that fits each budget as ``model.glb`` and ``model.usdz``. Every written file is re-opened
+and every usdz passes the ARKit compliance check. The glb and usdz are placed as ``convert`` places them (centred,
+standing on Y = 0, metres only when the scale is known), all levels with the same placement so that switching
+levels does not move the model; linear vertex colours and a matte material as in ``convert``.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 from pathlib import Path
@@ -17,12 +19,13 @@ from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from kai_steps._colmap import ReconstructionInputError
+from kai_steps._export import ExportCheckError, Placement, place, write_usdz
+from kai_steps._glb import glb_bytes, glb_json
 from kai_steps._io import staged_dir, write_json
-from kai_steps._mobile_glb import DRACO_EXT, draco_glb, glb_json
 from kai_steps._mobile_lod import SurfaceDistance, decimate, find_model, load_model
 
-# convert's usdz writer and re-open check are private there; reused so both steps write the same usdz.
-from kai_steps.convert import ExportCheckError, _check, _load_input, _write_usdz
+# The same loading, re-open checks and scale lookup as convert, so both steps deliver the same files.
+from kai_steps.convert import _load_input, check_file, check_glb_bytes, known_scale
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")
@@ -70,8 +73,20 @@ def _lod_targets(levels: list[float], faces: int, max_faces: int) -> list[int]:
     return [min(t, faces) for t in targets]
 
 
+def _source_scale(path: Path) -> float:
+    """Metres per unit of the model file, 0 when unknown. A glb is in metres (the glTF spec), unless it is one of
+    ours that says its scale is unknown; a ply/obj takes the scale its folder's summary.json records (convert's)."""
+    if path.suffix.lower() == ".glb":
+        try:
+            units = glb_json(path.read_bytes())["asset"]["extras"]["placement"]["units"]
+        except (ValueError, KeyError, TypeError):
+            return 1.0
+        return 1.0 if units == "metres" else 0.0
+    return known_scale(path, 0.0)
+
+
 def _check_lod(path: Path, lod: trimesh.Trimesh) -> None:
-    _check(path, lod)  # faces and vertices read back exactly
+    check_file(path, lod)  # faces and vertices read back exactly
     if lod.visual.kind == "vertex":
         back = trimesh.load(path, process=False, force="mesh")
         if back.visual.kind != "vertex":
@@ -86,8 +101,10 @@ def mobile_lods(
     levels: list[float] = [1.0, 0.5, 0.25, 0.1],  # noqa: B006 (pydantic copies defaults)
     max_faces: int = 100000,
 ) -> LodSummary:
-    """Write ``lods/lod{i}.ply`` (finest first) and ``lods/summary.json`` with face counts and errors."""
+    """Write ``lods/lod{i}.ply`` (finest first) and ``lods/summary.json`` with face counts and errors (and the
+    model's scale when it is known, for ``mobile_package``)."""
     src_path = find_model(Path(models))
+    scale = _source_scale(src_path)
     src = load_model(src_path)
     targets = _lod_targets(levels, len(src.faces), max_faces)
     diag = float(np.linalg.norm(src.extents)) or 1.0
@@ -111,7 +128,8 @@ def mobile_lods(
             max_error=[round(r["max_error"], 6) for r in rows], mean_error=[round(r["mean_error"], 6) for r in rows],
             colors=src.visual.kind == "vertex",
         )
-        write_json(out / "summary.json", {**summary.model_dump(), "diagonal": diag, "lods": rows})
+        write_json(out / "summary.json", {**summary.model_dump(), "diagonal": diag, "lods": rows,
+                                          "meters_per_unit": scale if scale > 0 else None})
     return summary
 
 
@@ -123,23 +141,6 @@ def _read_lods(lods: Path) -> list[tuple[int, Path]]:
     if not found:
         raise ReconstructionInputError(f"LOD folder {lods} holds no lod<N>.ply (run mobile_lods first)")
     return found
-
-
-def _check_glb(data: bytes, name: str, mesh: trimesh.Trimesh) -> None:
-    """The Draco glb re-opens with trimesh (decoded through DracoPy) with the same faces and colours."""
-    try:
-        if DRACO_EXT not in glb_json(data).get("extensionsRequired", []):
-            raise ExportCheckError(f"{name} is not Draco-compressed")
-        # skip_materials: with a material trimesh files COLOR_0 away where vertex_colors cannot see it
-        back = trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", skip_materials=True)
-    except ExportCheckError:
-        raise
-    except Exception as exc:
-        raise ExportCheckError(f"{name} does not re-open: {exc}") from None
-    if len(back.faces) != len(mesh.faces):
-        raise ExportCheckError(f"{name} re-opened with {len(back.faces)} faces, expected {len(mesh.faces)}")
-    if mesh.visual.kind == "vertex" and back.visual.kind != "vertex":
-        raise ExportCheckError(f"{name} lost its vertex colours")
 
 
 def _pick(sizes: list[int], budget_kb: int, what: str, names: list[str]) -> int:
@@ -160,8 +161,10 @@ def mobile_package(
     glb_budget_kb: int = 2048,
     usdz_budget_kb: int = 4096,
     quantization_bits: int = 14,
+    meters_per_unit: float = 0.0,
 ) -> PackageSummary:
-    """Write ``package/model.glb`` (Draco), ``package/model.usdz``, ``package/lods/lod{i}.glb`` and a summary."""
+    """Write ``package/model.glb`` (Draco), ``package/model.usdz``, ``package/lods/lod{i}.glb`` and a summary.
+    ``meters_per_unit``: the model's known scale (0: unknown, unless ``lods/summary.json`` records it)."""
     if glb_budget_kb <= 0 or usdz_budget_kb <= 0:
         raise ReconstructionInputError(f"budgets must be positive; got glb_budget_kb={glb_budget_kb}, "
                                        f"usdz_budget_kb={usdz_budget_kb}")
@@ -169,22 +172,25 @@ def mobile_package(
         raise ReconstructionInputError(f"quantization_bits={quantization_bits} is outside 8..24 "
                                        "(fewer bits visibly distort the shape; Draco stores at most 30)")
     found = _read_lods(Path(lods))
+    scale = known_scale(Path(lods), meters_per_unit)
     meshes = [(i, _load_input(p)) for i, p in found]
     meshes.sort(key=lambda im: -len(im[1].faces))  # finest first, whatever the numbering
+    placement = place(meshes[0][1].vertices, scale)  # the finest level's: every level stands in the same place
     rows: list[dict] = []
     with staged_dir(Path(package)) as out:
         (out / "lods").mkdir()
         for i, mesh in meshes:
-            data = draco_glb(mesh, quantization_bits)
+            data = glb_bytes(mesh, placement, draco=True, quantization_bits=quantization_bits,
+                             generator="kai-flows mobile_package")
             name = f"lods/lod{i}.glb"
-            _check_glb(data, name, mesh)
+            check_glb_bytes(data, name, mesh, draco=True)
             (out / name).write_bytes(data)
-            plain = len(trimesh.Scene(mesh).export(file_type="glb", include_normals=True))
+            plain = len(glb_bytes(mesh, placement))
             rows.append({"lod": i, "faces": len(mesh.faces), "glb": name, "glb_bytes": len(data),
                          "plain_glb_bytes": plain, "compression_ratio": round(plain / len(data), 3)})
         g = _pick([r["glb_bytes"] for r in rows], glb_budget_kb, "glb", [Path(r["glb"]).name for r in rows])
         shutil.copyfile(out / rows[g]["glb"], out / "model.glb")
-        u = _write_usdz_within(meshes, out, usdz_budget_kb, rows)
+        u = _write_usdz_within(meshes, out, usdz_budget_kb, rows, placement)
         summary = PackageSummary(
             glb_lod=rows[g]["lod"], glb_faces=rows[g]["faces"], glb_bytes=rows[g]["glb_bytes"],
             usdz_lod=rows[u]["lod"], usdz_faces=rows[u]["faces"], usdz_bytes=(out / "model.usdz").stat().st_size,
@@ -192,19 +198,19 @@ def mobile_package(
         )
         write_json(out / "summary.json", {**summary.model_dump(), "glb_budget_kb": glb_budget_kb,
                                           "usdz_budget_kb": usdz_budget_kb, "quantization_bits": quantization_bits,
-                                          "lods": rows})
+                                          "placement": placement.describe(), "lods": rows})
     return summary
 
 
 def _write_usdz_within(meshes: list[tuple[int, trimesh.Trimesh]], out: Path, budget_kb: int,
-                       rows: list[dict]) -> int:
+                       rows: list[dict], placement: Placement) -> int:
     """Write ``model.usdz`` from the finest LOD within the budget; returns its row. usdz stores data uncompressed,
     so its size is known only by writing it: try LODs finest first."""
     path = out / "model.usdz"
     sizes: list[int] = []
     for k, (_, mesh) in enumerate(meshes):
-        _write_usdz(mesh, path)
-        _check(path, mesh)
+        write_usdz(mesh, path, placement)
+        check_file(path, mesh)  # re-opens and passes the ARKit compliance check
         sizes.append(path.stat().st_size)
         rows[k]["usdz_bytes"] = sizes[-1]
         if sizes[-1] <= budget_kb * 1024:

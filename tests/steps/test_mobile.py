@@ -1,16 +1,22 @@
-"""mobile_lods / mobile_package on a generated scan-like coloured mesh (81,920 faces): LODs, Draco glb, budgets."""
+"""mobile_lods / mobile_package on a generated scan-like coloured mesh (81,920 faces): LODs, Draco glb, budgets;
+every glb and usdz placed alike, with linear colours and a material, and passing its validator."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.spatial
 import trimesh
 
 from kai_steps._colmap import ReconstructionInputError
+from kai_steps._export import linear_to_srgb
+from kai_steps._usd_check import usdz_compliance_failures
 from kai_steps.mobile import MobileBudgetError, mobile_lods, mobile_package
+from tests.steps.gltf_read import glb_chunks, primitive_arrays
 
 SOURCE_FACES = 81920
 
@@ -85,24 +91,55 @@ def test_package_ships_a_smaller_draco_glb_that_loads_back(built: dict) -> None:
     assert b"KHR_draco_mesh_compression" in data and len(data) == p.glb_bytes <= 2048 * 1024
     plain = trimesh.Scene(src).export(file_type="glb")  # even without normals, the plain glb is far bigger
     assert len(data) < len(plain) / 5 and p.compression_ratio > 5
-    back = trimesh.load(folder / "model.glb", force="mesh", skip_materials=True)
-    assert len(back.faces) == SOURCE_FACES and back.visual.kind == "vertex"
-    assert _red_top_blue_bottom(back, np.asarray(back.visual.vertex_colors))
-    np.testing.assert_allclose(back.bounds, src.bounds, atol=1e-3)  # 14-bit quantisation: ~1e-4 of the extent
+    back = primitive_arrays(folder / "model.glb")
+    assert len(back["indices"]) == SOURCE_FACES and back["COLOR_0"].shape[1] == 3  # no constant alpha channel
+    # placed: unknown scale, so 1 m across, centred on X/Z, on the ground; the placement maps the source onto it
+    placement = json.loads((folder / "summary.json").read_text())["placement"]
+    assert placement["units"] == "unknown"
+    model_units = back["POSITION"] / placement["meters_per_unit"] - np.array(placement["offset"])
+    np.testing.assert_allclose([model_units.min(axis=0), model_units.max(axis=0)], src.bounds, atol=1e-3)
+    lo, hi = back["POSITION"].min(axis=0), back["POSITION"].max(axis=0)
+    assert (hi - lo).max() == pytest.approx(1.0, abs=1e-3) and abs(lo[1]) < 1e-3
+    assert abs(lo[0] + hi[0]) < 2e-3 and abs(lo[2] + hi[2]) < 2e-3
+    # COLOR_0 is linear: back to sRGB it is the source's red top and blue bottom
+    srgb = np.round(linear_to_srgb(back["COLOR_0"]) * 255)
+    y = model_units[:, 1]
+    assert (srgb[y > 0.05, 0] >= 218).all() and (srgb[y < -0.05, 2] >= 218).all()
     for i, faces in enumerate(built["lods"].faces):
         lod = trimesh.load(folder / "lods" / f"lod{i}.glb", force="mesh")
         assert len(lod.faces) == faces
 
 
+def test_every_level_has_a_material_stands_in_one_place_and_passes_the_gltf_validator(
+        built: dict, gltf_validator: Callable) -> None:
+    folder = built["root"] / "package"
+    glbs = [folder / "model.glb", *sorted((folder / "lods").glob("lod*.glb"))]
+    gltf_validator(*glbs)
+    offsets = set()
+    for path in glbs:
+        gltf, _ = glb_chunks(path)
+        primitives = [pr for m in gltf["meshes"] for pr in m["primitives"]]
+        assert primitives and all("material" in pr for pr in primitives), path.name
+        material = gltf["materials"][primitives[0]["material"]]
+        assert material["pbrMetallicRoughness"]["metallicFactor"] == 0.0 and material["doubleSided"] is False
+        offsets.add(json.dumps(gltf["asset"]["extras"]["placement"]))
+    assert len(offsets) == 1  # switching levels does not move the model
+
+
 def test_usdz_is_the_finest_lod_within_budget(built: dict) -> None:
-    from pxr import Usd, UsdGeom
+    from pxr import Usd, UsdGeom, UsdShade
 
     p, folder = built["package"], built["root"] / "package"
     assert (folder / "model.usdz").stat().st_size == p.usdz_bytes <= 4096 * 1024
+    assert usdz_compliance_failures(folder / "model.usdz") == []
     stage = Usd.Stage.Open(str(folder / "model.usdz"))
     geom = UsdGeom.Mesh(stage.GetPrimAtPath("/Model/Mesh"))
     assert len(geom.GetFaceVertexCountsAttr().Get()) == p.usdz_faces == SOURCE_FACES
     assert len(geom.GetDisplayColorPrimvar().Get()) == len(geom.GetPointsAttr().Get())
+    assert UsdShade.MaterialBindingAPI(geom.GetPrim()).ComputeBoundMaterial()[0]
+    points = np.array(geom.GetPointsAttr().Get())
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    assert abs(lo[1]) < 1e-6 and abs(lo[0] + hi[0]) < 1e-4 and abs(lo[2] + hi[2]) < 1e-4
 
 
 def test_tighter_budgets_pick_coarser_lods(built: dict, tmp_path: Path) -> None:
@@ -150,3 +187,52 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
     with pytest.raises(ReconstructionInputError, match=r"quantization_bits=4 is outside 8\.\.24"):
         mobile_package(tmp_path / "empty", tmp_path / "package", quantization_bits=4)
     assert not (tmp_path / "lods").exists() and not (tmp_path / "package").exists()
+
+
+def test_a_known_scale_reaches_the_package_and_a_glb_source_keeps_its_colours(tmp_path: Path) -> None:
+    from pxr import Usd, UsdGeom
+
+    from kai_steps.convert import convert
+
+    src = scan_like_mesh()
+    src.vertices += [5.0, -2.0, 9.0]
+    (tmp_path / "mesh").mkdir()
+    src.export(tmp_path / "mesh" / "mesh.ply")
+    # the ply path: convert records the scale beside the ply, mobile_lods passes it on, mobile_package declares it
+    convert(tmp_path / "mesh", tmp_path / "models", formats=["ply", "glb"], meters_per_unit=0.5)
+    lods = mobile_lods(tmp_path / "models", tmp_path / "lods", levels=[0.1])
+    assert lods.source == "model.ply"
+    mobile_package(tmp_path / "lods", tmp_path / "package")
+    stage = Usd.Stage.Open(str(tmp_path / "package" / "model.usdz"))
+    assert UsdGeom.GetStageMetersPerUnit(stage) == 0.5
+    pos = primitive_arrays(tmp_path / "package" / "model.glb")["POSITION"]
+    assert (pos.max(axis=0) - pos.min(axis=0)).max() == pytest.approx(0.5, rel=0.01)  # 1 unit across = 0.5 m
+    # the glb path: already in metres, and its linear COLOR_0 read back as the source's sRGB colours
+    glb_lods = mobile_lods(tmp_path / "models" / "model.glb", tmp_path / "glb_lods", levels=[1.0])
+    assert glb_lods.colors
+    assert json.loads((tmp_path / "glb_lods" / "summary.json").read_text())["meters_per_unit"] == 1.0
+    lod = trimesh.load(tmp_path / "glb_lods" / "lod0.ply", process=False)
+    # trimesh reads COLOR_0 as 8-bit: sRGB 30 becomes linear byte 3 or 4, i.e. 28 or 31 back in sRGB
+    diff = np.abs(np.asarray(lod.visual.vertex_colors).astype(int) - np.asarray(src.visual.vertex_colors))
+    assert diff.max() <= 2
+
+
+def _border_vertices(mesh: trimesh.Trimesh) -> np.ndarray:
+    edges = mesh.edges_sorted[trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1)]
+    return mesh.vertices[np.unique(edges)]
+
+
+def test_lods_keep_the_open_border_of_a_scan(tmp_path: Path) -> None:
+    # A scan stops somewhere (the ground, a hole): the sphere with its lower quarter cut away has one open border.
+    m = scan_like_mesh()
+    m.update_faces(m.vertices[m.faces][:, :, 1].min(axis=1) > -0.25)
+    m.remove_unreferenced_vertices()
+    m.export(tmp_path / "scan.ply")
+    border = _border_vertices(m)
+    s = mobile_lods(tmp_path / "scan.ply", tmp_path / "lods")
+    assert len(border) > 300 and s.faces[-1] < len(m.faces) / 9
+    for i in range(len(s.faces)):
+        lod = trimesh.load(tmp_path / "lods" / f"lod{i}.ply", process=False)
+        # every border vertex is still there, where it was, and still on the border
+        gap, _ = scipy.spatial.cKDTree(_border_vertices(lod)).query(border)
+        assert gap.max() < 1e-6, f"lod{i} moved its open border by up to {gap.max():.4f}"
