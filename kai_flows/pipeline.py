@@ -506,3 +506,30 @@ def json_object(**values: ParamRef) -> ParamRef:
             raise PipelineError(f"json_object(): {key!r} must be a JSON-valued reference (a result, number, list or "
                                 f"model), not {getattr(ref, 'label', repr(ref))}")
     return _JsonObjectRef("", dict, f"json_object({', '.join(values)})", parts=tuple(values.items()))
+
+
+@dataclass(frozen=True, eq=False)
+class _TaskTimesRef(ParamRef):
+    names: tuple[str, ...] = ()
+
+    @property
+    def argo(self) -> str:
+        return "{" + ", ".join(f'"{n}": ["{{{{tasks.{n}.startedAt}}}}", "{{{{tasks.{n}.finishedAt}}}}"]'
+                               for n in self.names) + "}"
+
+    @property
+    def sources(self) -> frozenset[str]:
+        return frozenset(self.names)
+
+
+def task_times(*tasks: Task) -> ParamRef:
+    """``{"task": ["<startedAt>", "<finishedAt>"], ...}`` at run time: when each task started and finished, as Argo
+    itself records them (``tasks.<name>.startedAt`` / ``.finishedAt``, RFC 3339 to the second), for the finalizer's
+    step times. The receiving task depends on each of them (Argo puts only its ancestors' times in scope). Neither a
+    fan-out (Argo gives its task group no times) nor an exit handler has them."""
+    for t in tasks:
+        if t.fanout or t.exit_handler:
+            raise PipelineError(f"task_times(): task {t.name!r} is a {'fan-out' if t.fanout else 'exit handler'}; "
+                                "Argo records no start and finish times for it in a DAG's scope")
+    return _TaskTimesRef("", dict, f"task_times({', '.join(t.name for t in tasks)})",
+                         names=tuple(t.name for t in tasks))

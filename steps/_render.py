@@ -53,33 +53,39 @@ def render(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, e
     return img.astype(np.uint8)
 
 
-def _fit_distance(points: np.ndarray, centre: np.ndarray, fwd: np.ndarray, up: np.ndarray, fov_deg: float,
-                  aspect: float) -> float:
-    """Distance back from ``centre`` along ``-fwd`` at which (nearly) every point falls inside the frame."""
+def fit_eye(points: np.ndarray, fwd: np.ndarray, up: np.ndarray, fov_deg: float, aspect: float,
+            margin: float) -> np.ndarray:
+    """The closest eye of a camera looking along ``fwd`` whose picture holds every point with ``margin`` (a fraction
+    of the half-width and half-height) to spare, the points centred in it.
+
+    In the camera's axes (right r, up u, forward f) with the eye at (ex, ey, ez), a point (x, y, z) is inside when
+    |x - ex| <= th (z - ez) and |y - ey| <= tv (z - ez): linear in the eye, so the closest eye has a closed form.
+    The frustum is convex: a mesh whose vertices are all inside it is inside it whole."""
+    fwd = fwd / np.linalg.norm(fwd)
     right = np.cross(fwd, up)
     right /= np.linalg.norm(right)
     cam_up = np.cross(right, fwd)
-    rel = points - centre
-    tv = np.tan(np.radians(fov_deg) / 2) * 0.92
+    x, y, z = points @ right, points @ cam_up, points @ fwd
+    tv = np.tan(np.radians(fov_deg) / 2) * (1.0 - margin)
     th = tv * aspect
-    need = np.maximum(np.abs(rel @ right) / th, np.abs(rel @ cam_up) / tv) - rel @ fwd
-    return float(np.percentile(need, 99.5))
+    a, b = np.max(x - th * z), np.max(-x - th * z)  # ex - th ez >= a, -ex - th ez >= b
+    c, d = np.max(y - tv * z), np.max(-y - tv * z)
+    ez = min(-(a + b) / (2 * th), -(c + d) / (2 * tv), float(z.min()) - 1e-6)
+    return (a - b) / 2 * right + (c - d) / 2 * cam_up + ez * fwd
 
 
 def preview_views(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None, width: int = 640,
-                  height: int = 480) -> dict[str, np.ndarray]:
+                  height: int = 480, margin: float = 0.05) -> dict[str, np.ndarray]:
     """Three previews in the viewer frame (+Y up, front towards +Z): front, and 40 degrees to each side, from
-    20 degrees above, each framed so the model (bar stray 0.5%) fills the picture."""
-    sample = vertices[:: max(1, len(vertices) // 50000)]
-    lo, hi = np.percentile(sample, [0.5, 99.5], axis=0)
-    centre = (lo + hi) / 2
+    20 degrees above, each framed so that the whole model, every vertex that a face uses, falls inside the picture
+    with ``margin`` to spare and centred (no percentile that would cut off a thin base or ground)."""
+    used = np.asarray(vertices, dtype=np.float64)[np.unique(faces)]
     fov = 36.0
     up = np.array([0.0, 1.0, 0.0])
     out = {}
     for name, azimuth in (("front", 0.0), ("left", -40.0), ("right", 40.0)):
         a, e = np.radians(azimuth), np.radians(20.0)
-        back = np.array([np.sin(a) * np.cos(e), np.sin(e), np.cos(a) * np.cos(e)])
-        dist = max(_fit_distance(sample, centre, -back, up, fov, width / height), 1e-6)
-        out[name] = render(vertices, faces, colors, centre + dist * back, centre, up=up, fov_deg=fov, width=width,
-                           height=height)
+        fwd = -np.array([np.sin(a) * np.cos(e), np.sin(e), np.cos(a) * np.cos(e)])
+        eye = fit_eye(used, fwd, up, fov, width / height, margin)
+        out[name] = render(vertices, faces, colors, eye, eye + fwd, up=up, fov_deg=fov, width=width, height=height)
     return out

@@ -23,6 +23,7 @@ from kai_flows.pipeline import (
     Pipeline,
     Task,
     json_object,
+    task_times,
 )
 from kai_steps.camera_poses import camera_poses
 from kai_steps.convert import convert
@@ -32,7 +33,7 @@ from kai_steps.plan import QualityTier, plan_reconstruction
 from kai_steps.point_cloud import point_cloud
 from kai_steps.preprocess import preprocess
 from kai_steps.quality import aggregate_quality, assess_image, list_images
-from kai_steps.radiance_field import field_mesh, radiance_field
+from kai_steps.radiance_field import DEFAULT_MIN_PSNR_GAIN, field_mesh, radiance_field
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _front(p: Pipeline) -> Front:
     verdict = gate["verdict"]
     # The rejection and success reports leave out the run's (random) name: same photos, same report bytes.
     p.task(finalize, name="report-rejection", workflow_status="Rejected", failures=gate["reasons"],
-           metrics=gate.result, when=verdict == "reject")
+           metrics=gate.result, pipeline=p.name, when=verdict == "reject")
     plan = p.task(plan_reconstruction, quality_tier=tier, verdict=verdict, when=verdict != "reject")
     # `.Succeeded`: when the plan is skipped (rejected set) everything after it is Omitted, not run.
     pre = p.task(preprocess, images=images, max_image_size=plan["max_image_size"], enhance=plan["enhance"],
@@ -74,17 +75,26 @@ def _front(p: Pipeline) -> Front:
     return Front(gate, plan, pre["out"], poses, deterministic)
 
 
-def _tail(p: Pipeline, front: Front, surface: Task, surface_metrics: dict[str, ParamRef]) -> None:
+def _tail(p: Pipeline, front: Front, surface: Task, surface_metrics: dict[str, ParamRef],
+          surface_tasks: tuple[Task, ...]) -> None:
     formats = p.param("formats", list[str], default=["glb", "obj", "ply", "stl", "usdz"],
                       description="model formats to export")
     draco = p.param("draco", bool, default=False, description="Draco-compress the glb")
-    models = p.task(convert, mesh=surface["mesh"], formats=formats, draco=draco)
+    scale = p.param("meters_per_unit", float, default=0.0,
+                    description="the model's scale in metres per unit when known (e.g. from a measured distance); "
+                                "0: unknown, the glb and usdz show the model 1 m across and say so")
+    models = p.task(convert, mesh=surface["mesh"], formats=formats, draco=draco, meters_per_unit=scale)
     pre = p.tasks["preprocess"]
     final = p.task(finalize, models=models["models"], workflow_status="Succeeded",
                    metrics=json_object(quality=front.gate.result, preprocess=pre.result,
-                                       camera_poses=front.poses.result, **surface_metrics, convert=models.result))
+                                       camera_poses=front.poses.result, **surface_metrics, convert=models.result),
+                   # Each step's wall time as Argo records it (the fan-out of photo assessments has none in Argo's
+                   # scope); the report keeps them out of its deterministic pages (timings.json).
+                   timings=task_times(p.tasks["list-images"], front.gate, front.plan, pre, front.poses,
+                                      *surface_tasks, models),
+                   pipeline=p.name)
     on_failure = p.on_exit(finalize, when=WORKFLOW_STATUS != "Succeeded", workflow_status=WORKFLOW_STATUS,
-                           failures=WORKFLOW_FAILURES, workflow_name=WORKFLOW_NAME)
+                           failures=WORKFLOW_FAILURES, workflow_name=WORKFLOW_NAME, pipeline=p.name)
     p.output("quality", front.gate["report"])
     p.output("cameras", front.poses["sparse"])
     p.output("mesh", surface["mesh"])
@@ -107,7 +117,7 @@ def build() -> Pipeline:
                    max_image_size=front.plan["dense_image_size"], density=front.plan["density"])
     surface = p.task(mesh, dense=dense["dense"], method=method, face_budget=front.plan["face_budget"],
                      deterministic=front.deterministic)
-    _tail(p, front, surface, {"point_cloud": dense.result, "mesh": surface.result})
+    _tail(p, front, surface, {"point_cloud": dense.result, "mesh": surface.result}, (dense, surface))
     return p
 
 
@@ -120,8 +130,11 @@ def build_radiance_field() -> Pipeline:
     front = _front(p)
     iterations = p.param("iterations", int, default=2000, description="optimisation steps of the radiance field")
     grid = p.param("grid_size", int, default=96, description="voxels per side of the density and colour grids")
+    gain = p.param("min_psnr_gain", float, default=DEFAULT_MIN_PSNR_GAIN,
+                   description="fail when the field's held-out PSNR does not beat a constant colour by this many dB "
+                               "(-100 lets any field through)")
     field = p.task(radiance_field, images=front.preprocessed, sparse=front.poses["sparse"], iterations=iterations,
-                   grid_size=grid)
+                   grid_size=grid, min_psnr_gain=gain)
     surface = p.task(field_mesh, field=field["field"], face_budget=front.plan["face_budget"])
-    _tail(p, front, surface, {"radiance_field": field.result, "mesh": surface.result})
+    _tail(p, front, surface, {"radiance_field": field.result, "mesh": surface.result}, (field, surface))
     return p

@@ -3,15 +3,19 @@
 Each run goes through the committed YAML (workflow_templates/reconstruction.yaml), real steps, real S3.
 """
 
+import json
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from kai_flows.engine.runner import RunResult, run_pipeline
 from kai_flows.evaluate import evaluate
+from kai_flows.pipeline import Pipeline, PipelineError, task_times
 from kai_steps.sample_scene import render_sample_scene
 from tests.conftest import REPO
 
@@ -34,6 +38,64 @@ def _two_photos(folder: Path) -> Path:
         img = cv2.resize(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8), (800, 600), interpolation=cv2.INTER_NEAREST)
         Image.fromarray(img).save(folder / f"{i}.jpg")
     return folder
+
+
+TIMED = ["list-images", "quality-gate", "plan-reconstruction", "preprocess", "camera-poses"]
+
+
+@pytest.mark.parametrize(("template", "surface"), [("reconstruction", ["point-cloud", "mesh"]),
+                                                   ("radiance-field", ["radiance-field", "field-mesh"])])
+def test_the_finalizer_gets_the_pipelines_name_and_argos_times_of_each_step(template, surface):
+    """The report's title and its step times come through Argo's own variables, as a cluster run fills them."""
+    wt = yaml.safe_load((REPO / "workflow_templates" / f"{template}.yaml").read_text())
+    [dag] = [t["dag"] for t in wt["spec"]["templates"] if t["name"] == wt["spec"]["entrypoint"]]
+    calls = {t["name"]: {a["name"]: a["value"] for a in t["arguments"]["parameters"]}
+             for t in dag["tasks"] if t["template"] == "finalize"}
+    assert set(calls) == {"finalize", "report-rejection"}
+    assert all(c["pipeline"] == template for c in calls.values())
+    timings = calls["finalize"]["timings"]
+    steps = [*TIMED, *surface, "convert"]
+    assert timings == "{" + ", ".join(f'"{t}": ["{{{{tasks.{t}.startedAt}}}}", "{{{{tasks.{t}.finishedAt}}}}"]'
+                                      for t in steps) + "}"
+    [handler] = [t for t in wt["spec"]["templates"] if t["name"] == wt["spec"]["onExit"]]
+    [exit_call] = handler["dag"]["tasks"]
+    assert {a["name"]: a["value"] for a in exit_call["arguments"]["parameters"]}["pipeline"] == template
+
+
+def test_task_times_refuses_tasks_argo_keeps_no_times_for():
+    from kai_steps.quality import assess_image, list_images
+
+    p = Pipeline("times")
+    images = p.input_artifact("images", "photos")
+    listed = p.task(list_images, images=images)
+    name = p.each(listed["names"])
+    scored = p.task(assess_image, image_name=name, image=images.sub(name))
+    assert task_times(listed).argo == '{"list-images": ["{{tasks.list-images.startedAt}}", ' \
+                                      '"{{tasks.list-images.finishedAt}}"]}'
+    with pytest.raises(PipelineError, match="assess-image.*fan-out"):
+        task_times(scored)
+
+
+def _check_report(result: RunResult, title: str, surface: list[str]) -> None:
+    """The success report of a real run: titled after its pipeline, every step's time from the engine (as Argo
+    records it), the model in the viewer beside it, every delivered file linked."""
+    report = result.outputs["report"]
+    page = (report / "index.html").read_text()
+    assert f"<h1>{title}: Succeeded</h1>" in page
+    times = {t["step"]: t for t in json.loads((report / "timings.json").read_text())["steps"]}
+    assert list(times) == [*TIMED, *surface, "convert"]  # in the order they started
+    for name, t in times.items():
+        node = result.node(name)
+        assert t["startedAt"] == node.started_at and t["finishedAt"] == node.finished_at, name
+        assert t["seconds"] == (datetime.fromisoformat(node.finished_at)
+                                - datetime.fromisoformat(node.started_at)).total_seconds() >= 0
+    slowest = max(times.values(), key=lambda t: t["seconds"])
+    assert slowest["seconds"] >= 1 and slowest["step"] in ("camera-poses", *surface), slowest
+    assert '<model-viewer src="files/model.glb"' in page and (report / "viewer" / "model-viewer-umd.min.js").is_file()
+    models = result.outputs["models"]
+    for f in json.loads((report / "manifest.json").read_text())["files"]:
+        assert f'href="files/{f["path"]}"' in page
+        assert (report / "files" / f["path"]).read_bytes() == (models / f["path"]).read_bytes()
 
 
 def test_too_few_photos_are_rejected_with_a_report_and_nothing_else_runs(tmp_path):
@@ -82,6 +144,7 @@ def test_a_failing_step_leaves_a_failure_report_from_the_exit_handler(tmp_path, 
     assert report is not None, "the exit handler's report was not handed over"
     html = (report / "index.html").read_text()
     assert "camera-poses" in html and "min_registered_fraction" in html
+    assert "<h1>Reconstruction report: Failed</h1>" in html
     assert result.outputs["quality"] is not None  # what finished is kept
 
 
@@ -93,7 +156,9 @@ def test_sample_scene_becomes_an_accurate_model(tmp_path):
     assert result.phase == "Succeeded", result.message
     models = result.outputs["models"]
     assert {p.suffix for p in models.iterdir()} >= {".glb", ".obj", ".ply", ".stl", ".usdz"}
-    assert len(list(result.outputs["report"].glob("preview_*.png"))) == 3
+    report = result.outputs["report"]
+    assert len(list(report.glob("preview_*.png"))) == 3
+    _check_report(result, "Reconstruction report", ["point-cloud", "mesh"])
     accuracy = evaluate(result.outputs["cameras"], sample / "gt_cameras", result.outputs["mesh"],
                         sample / "gt_mesh.ply", samples=50_000)
     assert accuracy.registered == accuracy.total == 30
@@ -115,5 +180,6 @@ def test_radiance_field_pipeline_runs_its_gpu_step_on_the_cpu(tmp_path, small_sa
     p = phases(result)
     assert p["radiance-field"] == "Succeeded" and p["field-mesh"] == "Succeeded"
     assert (result.outputs["models"] / "model.glb").stat().st_size > 0
+    _check_report(result, "Radiance-field report", ["radiance-field", "field-mesh"])
     accuracy = evaluate(result.outputs["cameras"], small_sample / "gt_cameras")
     assert accuracy.registered == 12

@@ -1,6 +1,6 @@
 """Same photos, same parameters, same bytes: two reconstructions of a real photo set, and a run killed mid-way and
 resumed, give every output file byte for byte (models, cameras, mesh, quality, report); only the engine's own
-records (run.json, logs/) differ.
+records (run.json, logs/) and the steps' times in the report (timings.json, timings.js) differ.
 
 The set is herz_jesus_p8 (8 photos, the smallest real set) at the draft tier: about 25 s a run on 2 cores.
 """
@@ -26,6 +26,7 @@ TEMPLATE = REPO / "workflow_templates" / "reconstruction.yaml"
 PHOTOS = DATASETS / "herz_jesus_p8" / "images"
 PARAMS = {"quality_tier": "draft"}
 ENGINE_RECORDS = ("run.json", "logs")  # when and how long each step ran, and its log: the engine's, not outputs
+STEP_TIMES = ("report/timings.json", "report/timings.js")  # Argo's start and finish of each step, for the report
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,6 +51,7 @@ def digests(out: Path) -> dict[str, str]:
         str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.relative_to(out).parts[0] not in ENGINE_RECORDS
+        and p.relative_to(out).as_posix() not in STEP_TIMES
     }
 
 
@@ -80,7 +82,9 @@ def reference(seaweed_server: EmbeddedSeaweedFS, tmp_path_factory: pytest.TempPa
     found = digests(work / "out")
     # Every delivered folder is compared, not just whatever happened to be written.
     assert {k.split("/")[0] for k in found} >= {"cameras", "mesh", "models", "quality", "report"}
-    assert {"models/model.glb", "models/model.usdz", "cameras/0/points3D.bin", "report/manifest.json"} <= set(found)
+    assert {"models/model.glb", "models/model.usdz", "cameras/0/points3D.bin", "report/manifest.json",
+            "report/index.html", "report/files/model.glb"} <= set(found)
+    assert (work / "out" / "report" / "timings.json").is_file()  # the times are there, only not compared
     return found
 
 

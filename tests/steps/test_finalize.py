@@ -1,18 +1,27 @@
-"""finalize: manifest with checksums, previews that show the model, an HTML report; a failure report as exit
-handler when there is no model."""
+"""finalize: manifest with checksums, previews that show the whole model, an HTML report named after the pipeline
+with the model in an offline viewer, download links and step times; a failure report as exit handler when there is
+no model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
+import pytest
 import trimesh
 from PIL import Image
 
 from kai_steps.convert import convert
 from kai_steps.finalize import finalize
+
+VIEWER = Path(__file__).resolve().parents[2] / "steps" / "viewer"
+BACKGROUND = 245  # the previews' light grey
 
 ARGO_FAILURES = json.dumps([{
     "displayName": "camera-poses", "message": "only 2 of 11 images registered (0003.jpg, 0004.jpg)",
@@ -44,7 +53,7 @@ def test_report_of_a_successful_run(tmp_path: Path) -> None:
     for name, entry in by_path.items():
         data = (models / name).read_bytes()
         assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
-    assert manifest["metrics"]["fscore_1pct"] == 0.91 and manifest["timings"]["mesh"] == 3.25
+    assert manifest["metrics"]["fscore_1pct"] == 0.91
     assert {"pycolmap", "open3d", "trimesh", "numpy"} <= set(manifest["versions"])
     assert s.previews == ["preview_front.png", "preview_left.png", "preview_right.png"]
     for name in s.previews:
@@ -56,6 +65,176 @@ def test_report_of_a_successful_run(tmp_path: Path) -> None:
     page = (report / "index.html").read_text()
     assert "Succeeded" in page and "fscore_1pct" in page and "model.glb" in page and "data:image/png;base64," in page
     assert "Failed at" not in page
+    # Seconds per step (another producer than Argo's pairs) are shown as given.
+    times = json.loads((report / "timings.json").read_text())["steps"]
+    assert [(t["step"], t["seconds"]) for t in times] == [("mesh", 3.25), ("convert", 1.5)]
+
+
+def test_the_title_and_wording_follow_the_pipeline_that_made_the_model(tmp_path: Path) -> None:
+    models = _models(tmp_path)
+    pages = {}
+    for pipeline in ("radiance-field", "reconstruction"):
+        finalize(models, tmp_path / pipeline, pipeline=pipeline)
+        pages[pipeline] = (tmp_path / pipeline / "index.html").read_text()
+    assert "<title>Radiance-field report</title>" in pages["radiance-field"]
+    assert "<h1>Radiance-field report: Succeeded</h1>" in pages["radiance-field"]
+    assert "marching cubes" in pages["radiance-field"] and "Reconstruction report" not in pages["radiance-field"]
+    assert "<h1>Reconstruction report: Succeeded</h1>" in pages["reconstruction"]
+    assert "dense stereo" in pages["reconstruction"] and "radiance field" not in pages["reconstruction"].lower()
+    assert json.loads((tmp_path / "radiance-field" / "manifest.json").read_text())["pipeline"] == "radiance-field"
+    # Without the pipeline's name, the steps whose metrics were passed tell which surface made the model.
+    finalize(models, tmp_path / "inferred", metrics=json.dumps({"radiance_field": {"psnr": 27.1}, "mesh": {}}))
+    assert "<h1>Radiance-field report: Succeeded</h1>" in (tmp_path / "inferred" / "index.html").read_text()
+    # A rejection and a failure say which pipeline too.
+    finalize(None, tmp_path / "rejected", workflow_status="Rejected", failures='["too few photos"]',
+             pipeline="radiance-field")
+    assert "<h1>Radiance-field report: Rejected</h1>" in (tmp_path / "rejected" / "index.html").read_text()
+
+
+def _node_fill(script: Path) -> str:
+    """What timings.js writes into the page's step-times element, run by node with a one-element document."""
+    stub = ("const el = {innerHTML: ''}; globalThis.document = {getElementById: (id) => id === 'step-times' ? el : "
+            "null}; require(process.argv[1]); process.stdout.write(el.innerHTML);")
+    done = subprocess.run(["node", "-e", stub, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+ARGO_TIMES = {  # as Argo fills {{tasks.<t>.startedAt}} / {{tasks.<t>.finishedAt}}: RFC 3339, to the second
+    "preprocess": ["2026-11-28T04:00:00Z", "2026-11-28T04:00:07Z"],
+    "camera-poses": ["2026-11-28T04:00:08Z", "2026-11-28T04:01:00Z"],
+    "mesh": ["2026-11-28T04:01:01Z", "2026-11-28T04:01:31Z"],
+}
+
+
+def test_step_times_from_argo_fill_the_timeline_and_leave_the_page_byte_identical(tmp_path: Path) -> None:
+    models = _models(tmp_path)
+    finalize(models, tmp_path / "one", timings=json.dumps(ARGO_TIMES), pipeline="reconstruction")
+    later = {k: [v[0].replace("04:", "05:"), v[1].replace("04:", "05:")] for k, v in ARGO_TIMES.items()}
+    later["mesh"][1] = "2026-11-28T05:01:41Z"  # mesh took 10 s longer the second time
+    finalize(models, tmp_path / "two", timings=json.dumps(later), pipeline="reconstruction")
+    one = tmp_path / "one"
+    times = json.loads((one / "timings.json").read_text())["steps"]
+    assert [(t["step"], t["seconds"], t["offset"]) for t in times] == [
+        ("preprocess", 7.0, 0.0), ("camera-poses", 52.0, 8.0), ("mesh", 30.0, 61.0)]
+    page = (one / "index.html").read_text()
+    assert '<div id="step-times">' in page and '<script src="timings.js"></script>' in page
+    # The times differ between the runs; nothing else in the report does.
+    for name in ("index.html", "manifest.json", "preview_front.png", "files/model.glb"):
+        assert (one / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert (one / "timings.json").read_bytes() != (tmp_path / "two" / "timings.json").read_bytes()
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the timeline script is not run")
+    table = _node_fill(one / "timings.js")
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", table)
+    assert rows == [("preprocess", "7"), ("camera-poses", "52"), ("mesh", "30")]
+    assert table.count('class="bar"') == 3 and "91 s from the first step" in table
+
+
+def test_bad_step_times_are_noted_not_fatal(tmp_path: Path) -> None:
+    finalize(None, tmp_path / "report", workflow_status="Failed",
+             timings=json.dumps({"mesh": ["", "2026-11-28T04:00:07Z"], "convert": "soon"}))
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "step mesh: start &#x27;&#x27; or finish" in page and "step convert: &#x27;soon&#x27; is neither" in page
+    assert not (tmp_path / "report" / "timings.json").exists() and "step-times" not in page
+
+
+def test_every_delivered_file_is_linked_beside_the_report_with_size_and_sha256(tmp_path: Path) -> None:
+    models = _models(tmp_path)
+    (models / "extra").mkdir()
+    (models / "extra" / "read me.txt").write_text("a file in a sub-folder, a space in its name\n")
+    finalize(models, tmp_path / "report")
+    report = tmp_path / "report"
+    page = (report / "index.html").read_text()
+    manifest = json.loads((report / "manifest.json").read_text())
+    links = re.findall(r'<tr><td><a href="([^"]+)" download>([^<]+)</a></td><td>([\d,]+)</td><td><code>([0-9a-f]{64})',
+                       page)
+    assert len(links) == len(manifest["files"]) == 5
+    assert ("files/extra/read%20me.txt", "extra/read me.txt") in [link[:2] for link in links]
+    for href, label, size, sha in links:
+        target = report / unquote(href)
+        assert unquote(href) == f"files/{label}" and target.is_file(), href  # relative, inside the report's folder
+        data = target.read_bytes()
+        assert data == (models / label).read_bytes()
+        assert int(size.replace(",", "")) == len(data) and sha == hashlib.sha256(data).hexdigest()
+
+
+def test_previews_show_the_whole_model_a_thin_wide_base_included(tmp_path: Path) -> None:
+    """A sphere on a plate: the plate has 8 of 10,250 vertices, which a percentile-based framing drops, cutting
+    the base off at the picture's edges; every preview must keep the model off its border."""
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.5)
+    sphere.apply_translation([0, 0.6, 0])
+    plate = trimesh.creation.box(extents=[2.0, 0.1, 2.0])
+    m = trimesh.util.concatenate([sphere, plate])
+    (tmp_path / "models").mkdir()
+    m.export(tmp_path / "models" / "model.ply")
+    s = finalize(tmp_path / "models", tmp_path / "report")
+    assert len(s.previews) == 3
+    for name in s.previews:
+        img = np.asarray(Image.open(tmp_path / "report" / name).convert("RGB")).astype(float)
+        model = np.any(np.abs(img - BACKGROUND) > 3, axis=2)
+        border = np.concatenate([model[0], model[-1], model[:, 0], model[:, -1]])
+        assert not border.any(), f"{name}: the model touches the picture's border ({border.sum()} pixels)"
+        rows, cols = np.nonzero(model)
+        # ... and fills the picture: framed on the model, not on a box far larger than it.
+        assert max(np.ptp(rows) / model.shape[0], np.ptp(cols) / model.shape[1]) > 0.85, name
+
+
+def _viewer_tags(page: str) -> list[tuple[str, str]]:
+    return re.findall(r'<model-viewer src="([^"]+)"( poster="[^"]+")?', page)
+
+
+def _no_remote_urls(page: str) -> None:
+    """Nothing the page loads comes from the network: no script, style, link or image URL with a scheme."""
+    refs = re.findall(r'(?:src|href)=["\']([^"\']+)', page) + re.findall(r"url\(([^)]+)\)", page)
+    assert refs and not [r for r in refs if re.match(r"(?i)(https?:)?//", r)], refs
+    assert not re.search(r"(?i)https?://", page)
+
+
+def test_the_report_embeds_the_delivered_glb_in_an_offline_viewer(tmp_path: Path) -> None:
+    models = _models(tmp_path)
+    finalize(models, tmp_path / "report", pipeline="reconstruction")
+    report = tmp_path / "report"
+    page = (report / "index.html").read_text()
+    [(src, poster)] = _viewer_tags(page)
+    assert src == "files/model.glb" and (report / src).read_bytes() == (models / "model.glb").read_bytes()
+    assert poster == ' poster="preview_front.png"' and (report / "preview_front.png").is_file()
+    assert '<script src="viewer/model-viewer-umd.min.js"></script>' in page
+    for name in ("model-viewer-umd.min.js", "LICENSE", "NOTICE", "README.md"):
+        assert (report / "viewer" / name).read_bytes() == (VIEWER / name).read_bytes(), name
+    assert not (report / "viewer" / "draco").exists()  # this glb is not Draco-compressed: the core viewer suffices
+    assert "dracoDecoderLocation" not in page
+    _no_remote_urls(page)
+    assert json.loads((report / "manifest.json").read_text())["viewer"] == "files/model.glb"
+
+
+def test_a_draco_glb_gets_the_vendored_decoder_not_googles_cdn(tmp_path: Path) -> None:
+    m = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    (tmp_path / "mesh").mkdir()
+    m.export(tmp_path / "mesh" / "mesh.ply")
+    convert(tmp_path / "mesh", tmp_path / "models", formats=["glb", "ply"], draco=True)
+    glb = (tmp_path / "models" / "model.glb").read_bytes()
+    assert b"KHR_draco_mesh_compression" in glb
+    finalize(tmp_path / "models", tmp_path / "report")
+    report = tmp_path / "report"
+    page = (report / "index.html").read_text()
+    assert _viewer_tags(page)[0][0] == "files/model.glb"
+    assert "customElements.get('model-viewer').dracoDecoderLocation = 'viewer/draco/';" in page
+    for name in ("draco_wasm_wrapper.js", "draco_decoder.wasm"):  # the files three.js's DRACOLoader asks for
+        assert (report / "viewer" / "draco" / name).read_bytes() == (VIEWER / "draco" / name).read_bytes()
+    _no_remote_urls(page)
+
+
+def test_the_vendored_viewer_is_the_version_its_readme_names(tmp_path: Path) -> None:
+    readme = (VIEWER / "README.md").read_text()
+    listed = dict((path, sha) for sha, path in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, flags=re.M))
+    assert set(listed) == {"model-viewer-umd.min.js", "draco/draco_wasm_wrapper.js", "draco/draco_decoder.wasm"}
+    for path, sha in listed.items():
+        assert hashlib.sha256((VIEWER / path).read_bytes()).hexdigest() == sha, path
+    script = (VIEWER / "model-viewer-umd.min.js").read_bytes()
+    assert len(script) < 1_500_000 and b"customElements.define(\"model-viewer\"" in script
+    assert "Apache License" in (VIEWER / "LICENSE").read_text() and "@google/model-viewer@4.4.0" in readme
+    assert {"three.js", "lit", "fflate"} <= set(re.findall(r"=+ (\S+)", (VIEWER / "NOTICE").read_text()))
 
 
 def test_exit_handler_without_models_reports_where_and_why(tmp_path: Path) -> None:
