@@ -194,8 +194,9 @@ def _step_times(value: Any, notes: list[str]) -> list[dict[str, Any]]:
     for r in rows:
         if first is not None and "start" in r:
             r["offset"] = (r.pop("start") - first).total_seconds()
-    if first is not None:
-        rows.sort(key=lambda r: (r.get("offset", float("inf")), r["step"]))
+    if first is not None:  # times are to the second: steps started in the same second keep the pipeline's order
+        order = {r["step"]: i for i, r in enumerate(rows)}
+        rows.sort(key=lambda r: (r.get("offset", float("inf")), order[r["step"]]))
     return rows
 
 
