@@ -173,7 +173,7 @@ def test_sample_scene_becomes_an_accurate_model(tmp_path):
 @pytest.mark.slow
 def test_radiance_field_pipeline_runs_its_gpu_step_on_the_cpu(tmp_path, small_sample):
     result = run_pipeline(REPO / "workflow_templates" / "radiance-field.yaml",
-                          parameters={"iterations": "200", "grid_size": "40", "quality_tier": "draft"},
+                          parameters={"iterations": "100", "grid_size": "40", "quality_tier": "draft"},
                           inputs={"images": small_sample / "images"}, out=tmp_path / "out", progress=False,
                           cache=tmp_path / "cache")
     assert result.phase == "Succeeded", result.message
