@@ -34,7 +34,6 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from uuid import UUID
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("KAI_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -53,7 +52,11 @@ class InstantRunner:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.job_seconds = float(os.environ.get("BENCH_JOB_SECONDS", "0"))
 
-    workflow_name = staticmethod(lambda job_id, attempt: f"job-{UUID(str(job_id))}-{attempt}")
+    @staticmethod
+    def workflow_name(job_id, attempt: int) -> str:  # type: ignore[no-untyped-def]
+        from kai_flows.ledger.runner import job_workflow_name  # the runners' own naming
+
+        return job_workflow_name(job_id, attempt)
 
     def submit(self, job) -> str:  # type: ignore[no-untyped-def]
         name = self.workflow_name(job.id, job.attempts)

@@ -88,7 +88,7 @@ def coordinator_cmd(
     from kai_flows.ledger.db import connect
     from kai_flows.ledger.factory import make_runner
     from kai_flows.policy import load_policy, parse_task_queue_config
-    from kai_flows.service.auth import TokenError, load_token
+    from kai_flows.service.auth import TokenError
     from kai_flows.service.config import CoordinatorConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -109,7 +109,7 @@ def coordinator_cmd(
         # the local backend's engine processes read the queues from the environment: one config for all
         os.environ["KAI_TASK_QUEUE_CONFIG"] = config.task_queue_config()
         connect(database_url).close()  # fail fast, with a clear message, on a wrong URL
-        token = None if no_api else _token(token_file, state_dir, replicas, load_token)
+        token = None if no_api else _token(token_file, state_dir, replicas)
     except (LedgerError, PolicyError, TokenError) as e:
         raise _fail(e) from None
     if replicas > 1:
@@ -137,10 +137,13 @@ def coordinator_cmd(
             close()
 
 
-def _token(token_file: str | None, state_dir: str | None, replicas: int, load_token) -> str:  # type: ignore[no-untyped-def]
+def _token(token_file: str | None, state_dir: str | None, replicas: int) -> str:
+    """The API token: --token-file or $KAI_API_TOKEN; for several local replicas without one, made and kept."""
+    from kai_flows.service.auth import load_token
+    from kai_flows.service.replicas import local_token
+
     if token_file or os.environ.get("KAI_API_TOKEN") or replicas == 1:
         return load_token(token_file)
-    from kai_flows.service.replicas import local_token
 
     state = _state_dir(state_dir)
     token = local_token(state)
@@ -157,13 +160,9 @@ def _state_dir(state_dir: str | None) -> Path:
 
 def _loop_only(database_url: str, runner, config, claimer: str | None, metrics_port: int,  # type: ignore[no-untyped-def]
                metrics_addr: str) -> None:
-    from kai_flows.ledger.coordinator import Coordinator
+    from kai_flows.service.server import make_coordinator
 
-    coordinator = Coordinator(
-        database_url, runner, config.queue_classes(), config.poll_interval_seconds, claimer=claimer,
-        lease_seconds=config.lease_seconds, unschedulable_after=config.backpressure.unschedulable_after_seconds,
-        refusal_hold=config.backpressure.refusal_hold_seconds,
-    )
+    coordinator = make_coordinator(database_url, runner, config, claimer)
     port = coordinator.serve_metrics(metrics_port, metrics_addr)
     typer.echo(f"coordinator {coordinator.claimer}: metrics on http://{metrics_addr}:{port}/metrics", err=True)
     stop = threading.Event()

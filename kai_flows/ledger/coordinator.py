@@ -76,6 +76,7 @@ class Coordinator:
         self.active: dict[UUID, Job] = {}
         self._unschedulable: dict[str, str] = {}  # queue class -> why, found while following this pass
         self._first_unschedulable: dict[UUID, float] = {}  # job -> when this coordinator first saw it unschedulable
+        self._refused: set[str] = set()  # classes this coordinator holds after a failed submission
         self._conn: psycopg.Connection | None = None
 
     @property
@@ -167,8 +168,11 @@ class Coordinator:
                         job.id, job.queue_class, self.refusal_hold, e)
             holds.hold(self.conn, job.queue_class, "backend_refused", f"submitting job {job.id}: {e}",
                        held_by=self.claimer, seconds=self.refusal_hold)
+            self._refused.add(job.queue_class)
             return job
-        holds.release(self.conn, held_by=self.claimer, reason="backend_refused", only={job.queue_class})
+        if job.queue_class in self._refused:  # a submission went through: no write on the usual path
+            holds.release(self.conn, held_by=self.claimer, reason="backend_refused", only={job.queue_class})
+            self._refused.discard(job.queue_class)
         try:
             return jobs.set_workflow(self.conn, job.id, name)
         except InvalidTransition:  # cancelled (or taken over) while we were submitting

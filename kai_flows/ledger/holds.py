@@ -47,9 +47,9 @@ def release(conn: psycopg.Connection, *, held_by: str, reason: HoldReason, keep:
     """Drop this coordinator's holds for `reason`: those of the classes in `only` (default: every class), except
     those of the classes in `keep`."""
     conn.execute(
-        """DELETE FROM admission_holds WHERE held_by = %s AND reason = %s AND NOT (queue_class = ANY(%s))
-              AND (%s::text[] IS NULL OR queue_class = ANY(%s))""",
-        (held_by, reason, sorted(keep), None if only is None else sorted(only), None if only is None else sorted(only)),
+        """DELETE FROM admission_holds WHERE held_by = %(me)s AND reason = %(reason)s
+              AND NOT (queue_class = ANY(%(keep)s)) AND (%(only)s::text[] IS NULL OR queue_class = ANY(%(only)s))""",
+        {"me": held_by, "reason": reason, "keep": sorted(keep), "only": None if only is None else sorted(only)},
     )
 
 

@@ -147,6 +147,15 @@ def list_jobs(
     return [Job.from_row(r) for r in rows]
 
 
+def counts_by_class(conn: psycopg.Connection) -> dict[tuple[str, JobStatus], int]:
+    """(queue class, status) -> how many jobs are queued, submitted or running (what depths and caps count)."""
+    rows = conn.execute(
+        """SELECT queue_class, status, count(*) AS n FROM jobs
+            WHERE status IN ('queued', 'submitted', 'running') GROUP BY queue_class, status"""
+    ).fetchall()
+    return {(r["queue_class"], JobStatus(r["status"])): r["n"] for r in rows}
+
+
 def history(conn: psycopg.Connection, job_id: UUID | str) -> list[HistoryEntry]:
     rows = conn.execute("SELECT * FROM job_status_history WHERE job_id = %s ORDER BY id", (_uuid(job_id),)).fetchall()
     return [

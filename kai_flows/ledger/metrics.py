@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from kai_flows.ledger import holds
+from kai_flows.ledger import holds, jobs
 from kai_flows.ledger.holds import HOLD_REASONS
 from kai_flows.ledger.models import Job
 
@@ -53,10 +53,7 @@ class LedgerMetrics:
         )
 
     def refresh(self, conn: psycopg.Connection, queue_classes: Iterable[str]) -> None:
-        counts = {(r["queue_class"], r["status"]): r["n"] for r in conn.execute(
-            """SELECT queue_class, status, count(*) AS n FROM jobs
-                WHERE status IN ('queued', 'submitted', 'running') GROUP BY queue_class, status"""
-        ).fetchall()}
+        counts = jobs.counts_by_class(conn)
         for q in set(queue_classes) | {k[0] for k in counts}:
             self.queue_depth.labels(q).set(counts.get((q, "queued"), 0))
             self.running.labels(q).set(counts.get((q, "running"), 0))

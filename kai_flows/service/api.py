@@ -175,9 +175,7 @@ def create_app(database_url: str, config: CoordinatorConfig, token: str, *,
     def queues() -> QueueList:
         """Each queue class's depth, in-flight jobs, and why its admission is held (back-pressure), if it is."""
         with connection() as conn:
-            counts = {(r["queue_class"], r["status"]): r["n"] for r in conn.execute(
-                """SELECT queue_class, status, count(*) AS n FROM jobs
-                    WHERE status IN ('queued', 'submitted', 'running') GROUP BY queue_class, status""").fetchall()}
+            counts = jobs.counts_by_class(conn)
             active = holds.active_holds(conn)
         return QueueList(queues=[
             QueueView(name=name, concurrency=q.concurrency, weight=q.weight,

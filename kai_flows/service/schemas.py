@@ -29,7 +29,13 @@ class JobRequest(BaseModel):
     tenant: str = DEFAULT_TENANT
 
 
-class HistoryView(BaseModel):
+class _View(BaseModel):
+    """A response body read off a ledger record's attributes (fields it does not list are left out)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class HistoryView(_View):
     from_status: JobStatus | None
     to_status: JobStatus
     attempt: int
@@ -38,23 +44,14 @@ class HistoryView(BaseModel):
     detail: str | None
     at: datetime
 
-    @classmethod
-    def of(cls, h: HistoryEntry) -> HistoryView:
-        return cls(from_status=h.from_status, to_status=h.to_status, attempt=h.attempt,
-                   workflow_name=h.workflow_name, actor=h.actor, detail=h.detail, at=h.at)
 
-
-class OutputView(BaseModel):
+class OutputView(_View):
     uri: str
     sha256: str
     size: int
 
-    @classmethod
-    def of(cls, o: JobOutput) -> OutputView:
-        return cls(uri=o.uri, sha256=o.sha256, size=o.size)
 
-
-class JobView(BaseModel):
+class JobView(_View):
     id: UUID
     pipeline: str
     parameters: dict[str, Any]
@@ -79,15 +76,10 @@ class JobView(BaseModel):
     @classmethod
     def of(cls, job: Job, history: list[HistoryEntry] | None = None,
            outputs: list[JobOutput] | None = None) -> JobView:
-        return cls(
-            id=job.id, pipeline=job.pipeline, parameters=job.parameters, tier=job.tier, queue_class=job.queue_class,
-            priority=job.priority, tenant=job.tenant, status=job.status, input_uri=job.input_uri,
-            output_uri=job.output_uri, workflow_name=job.workflow_name, attempts=job.attempts, error=job.error,
-            idempotency_key=job.idempotency_key, created_at=job.created_at, submitted_at=job.submitted_at,
-            started_at=job.started_at, finished_at=job.finished_at,
-            history=None if history is None else [HistoryView.of(h) for h in history],
-            outputs=None if outputs is None else [OutputView.of(o) for o in outputs],
-        )
+        view = cls.model_validate(job)
+        view.history = None if history is None else [HistoryView.model_validate(h) for h in history]
+        view.outputs = None if outputs is None else [OutputView.model_validate(o) for o in outputs]
+        return view
 
 
 class JobList(BaseModel):

@@ -62,14 +62,20 @@ class ServeOptions:
     claimer: str | None = None
 
 
-def serve(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig, token: str,
-          opts: ServeOptions) -> None:
-    """Run until SIGTERM/SIGINT."""
-    coordinator = Coordinator(
-        database_url, runner, config.queue_classes(), config.poll_interval_seconds, claimer=opts.claimer,
+def make_coordinator(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig,
+                     claimer: str | None) -> Coordinator:
+    """The admission loop with the config's queues, timings and back-pressure."""
+    return Coordinator(
+        database_url, runner, config.queue_classes(), config.poll_interval_seconds, claimer=claimer,
         lease_seconds=config.lease_seconds, unschedulable_after=config.backpressure.unschedulable_after_seconds,
         refusal_hold=config.backpressure.refusal_hold_seconds,
     )
+
+
+def serve(database_url: str, runner: WorkflowRunner, config: CoordinatorConfig, token: str,
+          opts: ServeOptions) -> None:
+    """Run until SIGTERM/SIGINT."""
+    coordinator = make_coordinator(database_url, runner, config, opts.claimer)
     api_socket = _bind("the API", opts.api_addr, opts.api_port)
     try:
         metrics_port = coordinator.serve_metrics(opts.metrics_port, opts.metrics_addr)
