@@ -41,7 +41,7 @@ from kai_flows.policy import (
     Policy,
     load_policy,
 )
-from kai_flows.step import ENTRYPOINT_COMMAND, StepInfo, serialise_output
+from kai_flows.step import ENTRYPOINT_COMMAND, MEMORY_PARAM, StepInfo, serialise_output
 
 STEP_SERVICE_ACCOUNT = "kai-step"
 COORDINATOR_SERVICE_ACCOUNT = "kai-coordinator"
@@ -124,6 +124,17 @@ def _container_args(info: StepInfo) -> list[str]:
     return args
 
 
+def sized_pod_spec_patch() -> str:
+    """A sized step's podSpecPatch: the executor's lock-down plus the main container's memory, request and limit
+    alike, from the template's MEMORY_PARAM (Argo substitutes the template's inputs into its podSpecPatch, and
+    `resources` cannot hold a variable: Kubernetes parses quantities before Argo substitutes)."""
+    memory = f"{{{{inputs.parameters.{MEMORY_PARAM}}}}}"
+    patch = json.loads(EXECUTOR_POD_SPEC_PATCH)
+    patch["containers"].insert(0, {"name": "main", "resources": {"limits": {"memory": memory},
+                                                                  "requests": {"memory": memory}}})
+    return json.dumps(patch, sort_keys=True, separators=(",", ":"))
+
+
 def _resources(info: StepInfo) -> m.ResourceRequirements:
     spec = info.spec
     requests = {"cpu": spec.cpu, "memory": spec.memory}
@@ -156,7 +167,9 @@ def step_template(info: StepInfo, pipeline: Pipeline, policy: Policy, registry: 
             m.Parameter(name=p.name, default=None if p.required else serialise_output(p.default),
                         enum=_param_enum(p.annotation))
             for p in info.params
-        ] or None,
+        ] + ([m.Parameter(name=MEMORY_PARAM, default=spec.memory,
+                          description=f"memory of this pod, request and limit (at most {spec.memory_max})")]
+             if spec.sized else []) or None,
         artifacts=[m.Artifact(name=a.name, path=f"{INPUT_ROOT}/{a.name}", optional=a.optional or None)
                    for a in info.inputs] or None,
     )
@@ -197,7 +210,7 @@ def step_template(info: StepInfo, pipeline: Pipeline, policy: Policy, registry: 
                             annotations={CPU_FALLBACK_ANNOTATION: "true" if spec.cpu_fallback else "false"}
                             if spec.gpu else None),
         metrics=_metrics(pipeline.name, info.name),
-        pod_spec_patch=EXECUTOR_POD_SPEC_PATCH,
+        pod_spec_patch=sized_pod_spec_patch() if spec.sized else EXECUTOR_POD_SPEC_PATCH,
     )
 
 

@@ -27,7 +27,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kai_flows.step import StepInfo, step_info
+from kai_flows.argo.units import parse_quantity
+from kai_flows.step import MEMORY_PARAM, StepInfo, step_info
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -350,9 +351,12 @@ class Pipeline:
         when: Condition | None = None,
         after: list[Task] | None = None,
         depends: str | None = None,
+        memory: ParamRef | str | None = None,
         **kwargs: Any,
     ) -> Task:
-        """Add a task running `func` (a step); keyword arguments feed its parameters and input artifacts."""
+        """Add a task running `func` (a step); keyword arguments feed its parameters and input artifacts.
+
+        `memory`: this job's memory for a sized step (`@step(memory_max=...)`), a quantity or a planner's output."""
         info = step_info(func)
         task_name = name or info.name
         if task_name in self.tasks:
@@ -360,6 +364,8 @@ class Pipeline:
         if not _NAME.match(task_name):
             raise PipelineError(f"task name {task_name!r} must be lower-case letters, digits and dashes")
         task = self._build_task(task_name, info, kwargs, exit_handler=False)
+        if memory is not None:
+            self._size(task, memory)
         for t in after or []:
             task.depends.add(t.name)
         if when is not None:
@@ -460,6 +466,27 @@ class Pipeline:
             raise PipelineError(f"exit handler {task_name!r} cannot read task outputs ({sorted(depends)}): Argo runs "
                                 "it outside the DAG; pass pipeline parameters or workflow.status/failures")
         return Task(task_name, info, args, depends, loop=loop, loop_items=loop_items)
+
+    def _size(self, task: Task, memory: ParamRef | str) -> None:
+        spec = task.step.spec
+        end = f"task {task.name!r} argument 'memory'"
+        if not spec.sized:
+            raise PipelineError(f"{end}: step {task.step.name} has a fixed memory ({spec.memory}); declare "
+                                "@step(memory_max=...) to size it per job")
+        if isinstance(memory, ParamRef):
+            self._check_ref(memory, end, False)
+            if not compatible(memory.type, str):
+                raise PipelineError(f"{end} expects a quantity (str), but {memory.label} is {_type_name(memory.type)}")
+            task.depends |= memory.sources
+        else:
+            try:
+                amount = parse_quantity(memory)
+            except ValueError:
+                raise PipelineError(f"{end}: {memory!r} is not a Kubernetes quantity") from None
+            if not 0 < amount <= parse_quantity(spec.memory_max):
+                raise PipelineError(f"{end}: {memory} is not above 0 and at most {spec.memory_max}, the step's "
+                                    "memory_max")
+        task.args.params[MEMORY_PARAM] = memory
 
     def _check_ref(self, ref: ParamRef, end: str, exit_handler: bool) -> None:
         if ref.expr in _EXIT_ONLY and not exit_handler:

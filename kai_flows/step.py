@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar, get_origin, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
+from kai_flows.argo.units import parse_quantity
+
 F = TypeVar("F", bound=Callable[..., Any])
 # Keyword options of `Pipeline.task()`; a step parameter of the same name could not be passed.
 RESERVED_NAMES = frozenset({"name", "when", "after", "depends"})
@@ -89,6 +91,17 @@ class StepSpec:
     cpu_limit: str | None = None
     memory_limit: str | None = None
     description: str = ""
+    # A step whose memory follows the job (issue: a 300-photo job must not be OOM-killed, a 10-photo job must not
+    # reserve the 300-photo figure): its template takes MEMORY_PARAM (default `memory`), which sets the main
+    # container's memory request and limit through podSpecPatch; a task passes the planned figure, at most this.
+    memory_max: str | None = None
+
+    @property
+    def sized(self) -> bool:
+        return self.memory_max is not None
+
+
+MEMORY_PARAM = "kai-memory"  # the sized steps' input parameter (a name no Python parameter can take)
 
 
 @dataclass(frozen=True)
@@ -184,12 +197,19 @@ def step(
     cpu_fallback: bool = True,
     cpu_limit: str | None = None,
     memory_limit: str | None = None,
+    memory_max: str | None = None,
 ) -> Callable[[F], F]:
-    """Declare a function as a step. The function is returned unchanged (callable as before)."""
+    """Declare a function as a step. The function is returned unchanged (callable as before).
 
+    ``memory_max``: the step is sized per job (see ``StepSpec.memory_max``): tasks may pass ``memory=`` up to it."""
+    if memory_max is not None and memory_limit is not None:
+        raise TypeError("a sized step (memory_max) has one memory figure per job, request and limit alike: "
+                        "drop memory_limit")
+    if memory_max is not None and parse_quantity(memory_max) < parse_quantity(memory):
+        raise TypeError(f"memory_max {memory_max} is below memory {memory}")
     spec = StepSpec(
         image=image, cpu=cpu, memory=memory, gpu=gpu, pool=pool, retries=retries, timeout=timeout,
-        cpu_fallback=cpu_fallback, cpu_limit=cpu_limit, memory_limit=memory_limit,
+        cpu_fallback=cpu_fallback, cpu_limit=cpu_limit, memory_limit=memory_limit, memory_max=memory_max,
     )
 
     def decorate(func: F) -> F:

@@ -53,10 +53,11 @@ def largest_step() -> Peak:
         tasks = [*pipeline.tasks.values(), *([pipeline.exit_task] if pipeline.exit_task else [])]
         for task in tasks:
             s = task.step.spec
-            peak = Peak(max(peak.cpu, float(parse_quantity(s.cpu))), max(peak.memory, float(parse_quantity(s.memory))),
+            memory = float(parse_quantity(s.memory_max or s.memory))  # a sized step may be planned up to its max
+            peak = Peak(max(peak.cpu, float(parse_quantity(s.cpu))), max(peak.memory, memory),
                         max(peak.gpu, s.gpu or 0),
                         max(peak.cpu_limit, float(parse_quantity(s.cpu_limit or s.cpu))),
-                        max(peak.memory_limit, float(parse_quantity(s.memory_limit or s.memory))))
+                        max(peak.memory_limit, float(parse_quantity(s.memory_limit or s.memory_max or s.memory))))
     return peak
 
 

@@ -18,7 +18,7 @@ import yaml
 from kai_flows.argo import dag, units
 from kai_flows.argo.depends import ExpressionError, depends_from_dependencies, depends_task_names
 from kai_flows.argo.schema import field_path, schema_problems
-from kai_flows.engine import podspec
+from kai_flows.engine import pod_patch, podspec
 from kai_flows.engine.model import (
     ArtifactArg,
     ArtifactDecl,
@@ -31,7 +31,6 @@ from kai_flows.engine.model import (
     TemplateError,
     Workflow,
 )
-from kai_flows.policy import GPU_RESOURCE
 
 CLUSTER_ONLY_SPEC = {
     "serviceAccountName", "podGC", "ttlStrategy", "securityContext", "volumes", "artifactRepositoryRef",
@@ -329,10 +328,7 @@ class _Loader:
             raise self.err(f"{where}.container.command", f"template {tname!r} has no command (the local engine "
                            "does not read images, so the entry point must be explicit)")
         resources = self.mapping(c.get("resources"), f"{where}.container.resources")
-        limits = self.mapping(resources.get("limits"), f"{where}.container.resources.limits")
-        requests = self.mapping(resources.get("requests"), f"{where}.container.resources.requests")
-        rw = f"{self.source}: {where}.container.resources"
-        gpus = limits.get(GPU_RESOURCE, requests.get(GPU_RESOURCE, 0))
+        main, patches = self.main_resources(resources, t, where)
         metadata = self.mapping(t.get("metadata"), f"{where}.metadata")
         deadline, deadline_exprs = self.deadline(t, where)
         return Template(
@@ -345,9 +341,11 @@ class _Loader:
             image=str(c.get("image", "")),
             command=command,
             args=tuple(str(x) for x in self.seq(c.get("args"), f"{where}.container.args")),
-            cpu_limit=parse_quantity(limits["cpu"], rw) if "cpu" in limits else None,
-            memory_limit=int(parse_quantity(limits["memory"], rw)) if "memory" in limits else None,
-            gpus=int(parse_quantity(gpus, rw)),
+            cpu_limit=main.limit("cpu"),
+            memory_limit=None if main.limit("memory") is None else int(main.limit("memory") or 0),
+            gpus=main.gpus,
+            resources=main,
+            resource_patches=patches,
             annotations={str(k): str(v) for k, v in self.mapping(metadata.get("annotations"),
                                                                   f"{where}.metadata.annotations").items()},
             retry=self.retry(t.get("retryStrategy"), f"{where}.retryStrategy"),
@@ -356,6 +354,23 @@ class _Loader:
             pod=self.pod(t, where),
             **common,
         )
+
+    def main_resources(self, resources: dict[str, Any], t: dict[str, Any],
+                       where: str) -> tuple[pod_patch.MainResources, tuple[str, ...]]:
+        """The main container's resources after the workflow's and the template's podSpecPatch, as Argo builds
+        the pod; patches holding Argo variables are kept and applied when the pod starts (`pod_patch`)."""
+        rw = f"{self.source}: {where}.container.resources"
+        for section in ("requests", "limits"):
+            for key, value in self.mapping(resources.get(section), f"{where}.container.resources.{section}").items():
+                parse_quantity(value, f"{rw}.{section}.{key}")
+        base = pod_patch.MainResources.of(resources)
+        patches = tuple(str(x) for x in (self.spec.get("podSpecPatch"), t.get("podSpecPatch")) if x)
+        if any("{{" in p for p in patches):
+            return base, patches
+        try:
+            return pod_patch.apply(base, patches, f"{self.source}: {where}"), ()
+        except pod_patch.PodPatchError as e:
+            raise TemplateError(str(e)) from None
 
     def pod(self, t: dict[str, Any], where: str) -> podspec.PodSpec:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kai_flows.engine.pod_patch import MainResources
 from kai_flows.engine.podspec import PodSpec
 
 
@@ -110,6 +111,10 @@ class Template:
     cpu_limit: float | None = None
     memory_limit: int | None = None  # bytes
     gpus: int = 0
+    # The main container's resources and the podSpecPatches that hold Argo variables, applied when the pod starts
+    # (kai_flows.engine.pod_patch); static patches are already in cpu_limit/memory_limit/gpus.
+    resources: MainResources = field(default_factory=MainResources)
+    resource_patches: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
     retry: RetryStrategy | None = None  # container or dag (a dag's attempts are whole DAG runs)
     deadline: float | None = None  # activeDeadlineSeconds or timeout, whichever is shorter

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kai_flows.engine import variables
+from kai_flows.engine import pod_patch, variables
 from kai_flows.engine.artifacts import InputCache
 from kai_flows.engine.launch import Launcher, LaunchRequest, Workspace
 from kai_flows.engine.load import parse_duration
@@ -134,6 +134,17 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
         tmpl = dataclasses.replace(tmpl, deadline=min([*values, *([tmpl.deadline] if tmpl.deadline else [])]),
                                    deadline_exprs=())
 
+    if tmpl.resource_patches:  # a podSpecPatch sizing the container from its inputs: resolved for this pod
+        try:
+            patches = tuple(variables.substitute(p, scope) for p in tmpl.resource_patches)
+            main = pod_patch.apply(tmpl.resources, patches, f"template {tmpl.name!r}")
+        except (variables.UnresolvedVariable, pod_patch.PodPatchError) as e:
+            return PodResult("Error", f"template {tmpl.name!r}: {e}" if isinstance(e, variables.UnresolvedVariable)
+                             else str(e))
+        memory = main.limit("memory")
+        tmpl = dataclasses.replace(tmpl, cpu_limit=main.limit("cpu"), memory_limit=None if memory is None
+                                   else int(memory), gpus=main.gpus, resources=main, resource_patches=())
+
     if tmpl.gpus and not spec.has_gpu and tmpl.annotations.get(CPU_FALLBACK_ANNOTATION) != "true":
         return PodResult("Error", f"template {tmpl.name!r} requests {tmpl.gpus} GPU(s), this machine has none, "
                          f"and its annotation {CPU_FALLBACK_ANNOTATION} is not \"true\"")
@@ -169,8 +180,9 @@ def _run_attempt(spec: AttemptSpec, svc: PodServices, ws: Workspace) -> PodResul
                                "wallSeconds": round(outcome.wall_s, 3), "cpuSeconds": round(outcome.cpu_s, 3)}
     if outcome.max_rss_bytes is not None:
         figures["peakMemoryBytes"] = outcome.max_rss_bytes
-    if tmpl.memory_limit and outcome.max_rss_bytes is not None:
+    if tmpl.memory_limit:
         figures["memoryLimitBytes"] = tmpl.memory_limit
+    if tmpl.memory_limit and outcome.max_rss_bytes is not None:
         figures["overMemoryLimit"] = outcome.max_rss_bytes > tmpl.memory_limit
     stdout_text = _read_result(stdout_path) if stdout_path.exists() else ""
     if stdout_text:

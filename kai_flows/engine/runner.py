@@ -57,6 +57,7 @@ class NodeResult(BaseModel):
     wall_seconds: float | None = None
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # the pod's limit as run (a sized step's planned figure)
     over_memory_limit: bool = False
     retries: int = 0
     reused: bool = False
@@ -666,7 +667,8 @@ def _node_result(n: Node) -> NodeResult:
         id=n.id, name=n.name, display_name=n.display_name, type=n.type, template=n.template_name, phase=n.phase,
         message=n.message, started_at=n.started_at, finished_at=n.finished_at,
         wall_seconds=n.kai.get("wallSeconds"), cpu_seconds=n.kai.get("cpuSeconds"),
-        peak_memory_bytes=n.kai.get("peakMemoryBytes"), over_memory_limit=bool(n.kai.get("overMemoryLimit")),
+        peak_memory_bytes=n.kai.get("peakMemoryBytes"), memory_limit_bytes=n.kai.get("memoryLimitBytes"),
+        over_memory_limit=bool(n.kai.get("overMemoryLimit")),
         retries=int(n.kai.get("retries", 0)), reused=bool(n.kai.get("reused")), outputs=n.outputs or {},
     )
 

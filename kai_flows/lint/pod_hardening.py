@@ -160,12 +160,16 @@ def _seccomp(sc: dict[str, Any], pod_sc: dict[str, Any], path: P, who: str, repo
 
 
 def _patch(tmpl: dict[str, Any]) -> dict[str, Any] | None:
-    """The template's podSpecPatch as a mapping; None when it holds Argo variables (known only at run time)."""
+    """The template's podSpecPatch as a mapping; None when it cannot be read without its Argo variables. A
+    variable inside a JSON string (a sized step's `"{{inputs.parameters.kai-memory}}"`) is read as a placeholder:
+    the security fields checked here are never variables in such a patch, and a variable there fails the check."""
     text = tmpl.get("podSpecPatch")
     if not isinstance(text, str) or not text.strip():
         return {}
     if "{{" in text:
-        return None
+        if not text.lstrip().startswith("{"):
+            return None
+        text = re.sub(r"\{\{[^}]*\}\}", "<variable>", text)
     try:
         return as_dict(json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text))
     except (ValueError, yaml.YAMLError):

@@ -50,3 +50,63 @@ def test_a_malformed_security_context_is_a_template_error_naming_the_template():
     with pytest.raises(TemplateError, match=r"spec\.templates\[\d\]\.container\.securityContext\.runAsUser: "
                                             r"expected integer, got 'root'"):
         _pod(None, {"securityContext": {"runAsUser": "root"}})
+
+
+# podSpecPatch on the main container's resources (workflowpod.go ApplyPodSpecPatch: workflow's, then template's).
+BIG = "b = bytearray(120 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+
+
+def _sized_doc(mem: str, template_patch: str, **spec):
+    sized = wf.container("big", BIG, params=[{"name": "mem", "default": "64Mi"}], podSpecPatch=template_patch)
+    sized["container"]["resources"] = {"requests": {"memory": "64Mi"}, "limits": {"memory": "64Mi", "cpu": "8"}}
+    return wf.workflow([wf.dag("main", [{"name": "big", "template": "big", "arguments": {
+        "parameters": [{"name": "mem", "value": mem}]}}]), sized], **spec)
+
+
+PATCH = ('{"containers":[{"name":"main","resources":{"requests":{"memory":"{{inputs.parameters.mem}}"},'
+         '"limits":{"memory":"{{inputs.parameters.mem}}"}}}]}')
+
+
+def test_a_template_patch_sizes_the_container_from_its_inputs_per_pod(run, tmp_path):
+    roomy = run(_sized_doc("512Mi", PATCH))
+    assert roomy.phase == "Succeeded" and not roomy.node("big").over_memory_limit
+    tight = run(_sized_doc("64Mi", PATCH), out=tmp_path / "tight")
+    assert tight.node("big").over_memory_limit  # the same template with the default: over its limit
+
+
+def test_the_template_patch_wins_over_the_workflow_patch_and_yaml_is_read_too():
+    spec_patch = "containers:\n- name: main\n  resources:\n    limits: {memory: 1Gi, cpu: '2'}\n"
+    t = wf.container("step", wf.OK, podSpecPatch='{"containers":[{"name":"main","resources":{"limits":'
+                                                  '{"memory":"256Mi"}}}]}')
+    t["container"]["resources"] = {"limits": {"memory": "64Mi", "cpu": "1"}}
+    doc = wf.workflow([wf.dag("main", [{"name": "s", "template": "step"}]), t], podSpecPatch=spec_patch)
+    tmpl = load_workflow(doc).templates["step"]
+    assert (tmpl.memory_limit, tmpl.cpu_limit) == (256 * 2**20, 2.0)
+
+
+def test_a_patch_deleting_the_gpu_request_leaves_a_cpu_step():
+    t = wf.container("gpu", wf.OK)
+    t["container"]["resources"] = {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
+    patch = '{"containers":[{"name":"main","resources":{"limits":{"nvidia.com/gpu":null},' \
+            '"requests":{"nvidia.com/gpu":null}}}]}'
+    doc = wf.workflow([wf.dag("main", [{"name": "s", "template": "gpu"}]), t], podSpecPatch=patch)
+    assert load_workflow(doc).templates["gpu"].gpus == 0
+
+
+def test_a_request_over_the_patched_limit_is_refused_as_kubernetes_refuses_the_pod(run):
+    patch = '{"containers":[{"name":"main","resources":{"requests":{"memory":"{{inputs.parameters.mem}}"}}}]}'
+    r = run(_sized_doc("1Gi", patch))
+    assert r.phase != "Succeeded"
+    assert "must be less than or equal to memory limit of 64Mi" in r.node("big").message
+
+
+def test_a_malformed_patch_or_quantity_is_an_error_naming_the_template(run):
+    import pytest
+
+    from kai_flows.engine.model import TemplateError
+
+    t = wf.container("step", wf.OK, podSpecPatch='{"containers": [')
+    with pytest.raises(TemplateError, match=r"spec\.templates\[step\]: podSpecPatch is not valid JSON or YAML"):
+        load_workflow(wf.workflow([wf.dag("main", [{"name": "s", "template": "step"}]), t]))
+    r = run(_sized_doc("lots", PATCH))
+    assert "'lots' is not a Kubernetes quantity" in r.node("big").message

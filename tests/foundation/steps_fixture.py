@@ -51,3 +51,17 @@ def on_gpu(label: str) -> Counted:
 @step(image="quality", timeout="1m")
 def reads_status(workflow_status: str = "Succeeded", failures: str = "[]") -> None:
     return None
+
+
+class Planned(BaseModel):
+    memory: str
+
+
+@step(image="quality", timeout="1m")
+def plan_memory(photos: int) -> Planned:
+    return Planned(memory=f"{64 + photos}Mi")
+
+
+@step(image="quality", memory="64Mi", memory_max="1Gi", timeout="1m")
+def sized_work(label: str = "x") -> Counted:
+    return Counted(lines=0, label=label, words=[])

@@ -1,0 +1,87 @@
+"""Memory for the heavy steps of one job, from the number of photos and the working resolutions of its tier.
+
+The steps whose peak memory grows with the job (``@step(memory_max=...)``) take the figure planned here through
+their ``kai-memory`` parameter, which Argo applies to the pod through podSpecPatch: a 300-photo job gets what it
+needs instead of an OOM kill, a 10-photo job does not reserve the 300-photo figure. Each figure is a measured
+model, ``peak = base + per_megapixel_view * photos * megapixels``, times a headroom, rounded up to 256 MiB and
+clamped between a floor and the step's ``memory_max``; a job beyond the maximum fails here, by name, before any
+work is spent on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from kai_flows.argo.units import parse_quantity
+from kai_flows.step import step
+
+GIB = 1024**3
+HEADROOM = 1.5  # over the model: allocator slack, and the spread between photo sets of the same size
+ROUND_MIB = 256
+ASPECT = 0.75  # a phone photo's height over its width (4:3): the working size names the longest side
+
+
+class JobTooLargeError(ValueError):
+    """The planned memory of a step is above what the step may be given (its memory_max)."""
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak memory of a step in GiB: ``base + per_megapixel_view * photos * megapixels``."""
+
+    base: float
+    per_megapixel_view: float
+    floor: str  # never plan below this (the libraries' own footprint)
+    source: str  # where the coefficients were measured
+
+    def gib(self, photos: int, megapixels: float) -> float:
+        return self.base + self.per_megapixel_view * photos * megapixels
+
+
+MODELS: dict[str, MemoryModel] = {
+    # Peak RSS measured with bench/scale.py (synthetic captures) and the shared datasets: see README "Resources".
+    "camera_poses": MemoryModel(base=0.6, per_megapixel_view=0.012, floor="1Gi",
+                                source="bench/scale.py camera-poses peaks at 30/100/200 views"),
+    "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor="1Gi",
+                               source="point_cloud peaks: 0.85 GiB 11 views 1000 px, 1.5 GiB 30 views, "
+                                      "1.9 GiB 11 views 1600 px high"),
+}
+# The most each sized step may be given (its @step memory_max, which reads it from here): the largest node of its
+# pool leaves room for the kubelet and Argo's executor.
+MEMORY_MAX = {"camera_poses": "16Gi", "point_cloud": "32Gi"}
+
+
+class ResourcePlan(BaseModel):
+    camera_poses: str  # Kubernetes quantities, e.g. "2304Mi"
+    point_cloud: str
+    photos: int
+
+
+def planned_memory(name: str, photos: int, image_size: int) -> str:
+    """The memory to give step ``name`` for ``photos`` photos worked at ``image_size`` px (longest side)."""
+    model = MODELS[name]
+    megapixels = image_size * image_size * ASPECT / 1e6
+    mib = model.gib(photos, megapixels) * HEADROOM * 1024
+    mib = max(math.ceil(mib / ROUND_MIB) * ROUND_MIB, int(parse_quantity(model.floor) / 2**20))
+    ceiling = MEMORY_MAX[name]
+    if mib * 2**20 > parse_quantity(ceiling):
+        raise JobTooLargeError(
+            f"{name.replace('_', '-')} would need about {mib / 1024:.1f} GiB for {photos} photos at {image_size} px, "
+            f"above its maximum of {ceiling}: use a lower quality tier or fewer photos")
+    return f"{mib}Mi"
+
+
+@step(image="quality", cpu="100m", memory="128Mi", timeout="2m")
+def size_reconstruction(photos: int, max_image_size: int, dense_image_size: int) -> ResourcePlan:
+    """Memory for camera-poses (at ``max_image_size``) and point-cloud (at ``dense_image_size``) for ``photos``
+    photos (the quality gate's usable count)."""
+    if photos < 1:
+        raise ValueError(f"photos must be at least 1, got {photos}")
+    for label, size in (("max_image_size", max_image_size), ("dense_image_size", dense_image_size)):
+        if not 64 <= size <= 16384:
+            raise ValueError(f"{label} must be between 64 and 16384 pixels, got {size}")
+    return ResourcePlan(camera_poses=planned_memory("camera_poses", photos, max_image_size),
+                        point_cloud=planned_memory("point_cloud", photos, dense_image_size), photos=photos)

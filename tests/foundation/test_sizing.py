@@ -1,0 +1,74 @@
+"""Steps sized per job: `@step(memory_max=...)`, a task's `memory=`, the podSpecPatch Argo applies, the planner."""
+
+import json
+
+import pytest
+
+from kai_flows.compile import compile_pipeline
+from kai_flows.engine import run_pipeline
+from kai_flows.lint import Document, lint_documents
+from kai_flows.pipeline import Pipeline, PipelineError
+from kai_flows.step import step
+from kai_steps.sizing import JobTooLargeError, planned_memory, size_reconstruction
+from tests.foundation.steps_fixture import count_lines, plan_memory, sized_work
+
+
+def _sized_pipeline(photos: int = 100) -> Pipeline:
+    p = Pipeline("sized")
+    plan = p.task(plan_memory, photos=photos)
+    p.task(sized_work, memory=plan["memory"])
+    return p
+
+
+def test_a_sized_step_compiles_to_a_memory_parameter_applied_through_pod_spec_patch():
+    wt = compile_pipeline(_sized_pipeline())
+    t = {t["name"]: t for t in wt["spec"]["templates"]}["sized-work"]
+    assert {"name": "kai-memory", "default": "64Mi"} == {k: v for k, v in t["inputs"]["parameters"][-1].items()
+                                                         if k != "description"}
+    patch = json.loads(t["podSpecPatch"])
+    main = next(c for c in patch["containers"] if c["name"] == "main")
+    assert main["resources"] == {"limits": {"memory": "{{inputs.parameters.kai-memory}}"},
+                                 "requests": {"memory": "{{inputs.parameters.kai-memory}}"}}
+    wait = next(c for c in patch["containers"] if c["name"] == "wait")
+    assert wait["securityContext"]["allowPrivilegeEscalation"] is False  # the executor lock-down stays
+    task = next(x for x in t_dag(wt) if x["template"] == "sized-work")
+    assert {"name": "kai-memory", "value": "{{tasks.plan-memory.outputs.parameters.memory}}"} in \
+        task["arguments"]["parameters"]
+    assert [str(p) for p in lint_documents([Document("sized.yaml", 0, wt)])] == []
+
+
+def t_dag(wt):
+    return next(t for t in wt["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"]
+
+
+def test_the_engine_gives_the_pod_the_planned_memory(seaweed_server, tmp_path):
+    store = seaweed_server.store("sizing-run")
+    result = run_pipeline(compile_pipeline(_sized_pipeline(photos=100)), store=store, out=tmp_path / "out",
+                          cache=tmp_path / "cache", progress=False)
+    assert result.phase == "Succeeded", result.message
+    assert result.node("sized-work").memory_limit_bytes == 164 * 2**20
+
+
+def test_memory_on_an_unsized_step_or_beyond_its_max_is_refused_by_name():
+    p = Pipeline("t")
+    with pytest.raises(PipelineError, match=r"step count-lines has a fixed memory \(64Mi\); declare "
+                                            r"@step\(memory_max=...\)"):
+        p.task(count_lines, text=p.input_artifact("doc"), memory="1Gi")
+    with pytest.raises(PipelineError, match=r"'memory': 2Gi is not above 0 and at most 1Gi"):
+        p.task(sized_work, memory="2Gi")
+    with pytest.raises(PipelineError, match=r"'lots' is not a Kubernetes quantity"):
+        p.task(sized_work, memory="lots")
+    with pytest.raises(TypeError, match="memory_max 1Gi is below memory 2Gi"):
+        step(image="quality", memory="2Gi", memory_max="1Gi")
+
+
+def test_the_plan_grows_with_the_job_and_refuses_what_no_pod_may_get():
+    small = size_reconstruction(photos=10, max_image_size=1600, dense_image_size=1000)
+    large = size_reconstruction(photos=300, max_image_size=1600, dense_image_size=1000)
+    mib = {k: int(v.removesuffix("Mi")) for k, v in small.model_dump(exclude={"photos"}).items()}
+    big = {k: int(v.removesuffix("Mi")) for k, v in large.model_dump(exclude={"photos"}).items()}
+    assert all(mib[k] < big[k] for k in mib)
+    assert mib["point_cloud"] <= 2048, "a 10-photo job does not reserve a large job's memory"
+    with pytest.raises(JobTooLargeError, match=r"point-cloud would need about .* GiB for 2000 photos at 1600 px, "
+                                               r"above its maximum of 32Gi"):
+        planned_memory("point_cloud", 2000, 1600)
