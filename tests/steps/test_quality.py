@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kai_steps.quality import aggregate_quality, assess_image, list_images
+from kai_steps.quality import aggregate_quality, assess_image, candidate_pairs, list_images
 from tests.conftest import DATASETS
 
 
@@ -99,3 +99,24 @@ def test_real_photo_set_proceeds(tmp_path):
     assert all(s.decodable and s.width == 3072 for s in scores)
     verdict = aggregate_quality(folder, scores, tmp_path / "report")
     assert verdict.verdict == "proceed" and verdict.usable == 11
+
+
+def test_large_sets_match_linearly_many_pairs_and_still_find_the_isolated_photo(photo_set, tmp_path):
+    # A sharp photo of nothing the others show (a fine checkerboard: its corners all look alike, so no ORB match
+    # passes the ratio test): isolated whether every pair is matched or only neighbours.
+    yy, xx = np.indices((768, 1024))
+    board = ((yy // 12 + xx // 12) % 2 * 255).astype(np.uint8)
+    _save(photo_set, "elsewhere.jpg", np.dstack([board] * 3), quality=95)
+    names = list_images(photo_set).names
+    scores = [assess_image(photo_set / n, n) for n in names]
+    every = aggregate_quality(photo_set, scores, tmp_path / "every")
+    linear = aggregate_quality(photo_set, scores, tmp_path / "linear", exhaustive_below=2)
+    assert linear == every and "isolated" in " ".join(linear.reasons) and "elsewhere.jpg" in " ".join(linear.reasons)
+    matched = json.loads((tmp_path / "linear" / "quality.json").read_text())["pairs_matched"]
+    assert matched <= json.loads((tmp_path / "every" / "quality.json").read_text())["pairs_matched"]
+    # 300 photos: at most 3 + 8 partners each, not 300 * 299 / 2 pairs.
+    rng = np.random.default_rng(0)
+    thumbs = {f"{i:03d}.jpg": v / np.linalg.norm(v) for i, v in enumerate(rng.normal(size=(300, 768)))}
+    pairs = candidate_pairs(sorted(thumbs), thumbs, exhaustive_below=60)
+    assert len(pairs) <= 300 * 11 and len(set(pairs)) == len(pairs)
+    assert ("000.jpg", "001.jpg") in pairs and all(a < b for a, b in pairs)
