@@ -3,7 +3,9 @@
 Plain pycolmap is the reference configuration of ../shared/datasets/README.md: one SIMPLE_RADIAL camera, SIFT,
 exhaustive matching, default incremental mapping, with the same max_image_size, threads and seed as our step.
 
-    PYTHONPATH=. python bench/camera_poses.py [--sets sample fountain_p11 herz_jesus_p8 sceaux_castle]
+    PYTHONPATH=. python bench/camera_poses.py [--sets sample fountain_p11 herz_jesus_p8 sceaux_castle] [--no-k]
+
+``--no-k`` copies each set's photos to a temporary folder without its K.txt: both sides start from the photos alone.
 
 Columns: wall and CPU seconds (CPU time is the fair figure on a machine other jobs share), the CPU-time ratio to
 plain pycolmap, registered/total images, mean reprojection error (px), camera position error mean/max in mm after
@@ -14,6 +16,7 @@ a Sim(3) alignment to the ground truth (the sample scene is in metres too), mean
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -71,6 +74,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["sample", "fountain_p11", "herz_jesus_p8", "sceaux_castle"])
     ap.add_argument("--max-image-size", type=int, default=1600)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-k", action="store_true", help="leave out the K.txt beside the photos (photos alone)")
     args = ap.parse_args()
     pycolmap.logging.minloglevel = 2  # warnings and up: keep the table readable
     print(f"{'set / method':36s} {'wall s':>7} {'cpu s':>7} {'ratio':>7} {'reg':>7} {'reproj':>7} "
@@ -89,6 +93,13 @@ def main() -> None:
             gt = read_strecha_dir(gt_dir) if gt_dir.is_dir() else None
             work = tmp / f"work-{name}"
             work.mkdir()
+            if args.no_k:
+                bare = work / "photos"
+                bare.mkdir()
+                for p in image_dir.iterdir():
+                    if p.suffix.lower() in IMAGE_SUFFIXES:
+                        shutil.copy2(p, bare / p.name)
+                image_dir = bare
             (plain, total), w_plain, c_plain = timed(plain_pycolmap, image_dir, work, args.max_image_size,
                                                      args.threads, 0)
             summary, w_ours, c_ours = timed(camera_poses, image_dir, work / "ours", max_image_size=args.max_image_size,

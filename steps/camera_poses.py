@@ -6,6 +6,9 @@ focal length stays fixed while the principal point and radial distortion are ref
 than halves the camera position error of plain pycolmap, which has to estimate the focal length and keeps the
 principal point at the image centre.
 
+Pairs to match: all of them up to EXHAUSTIVE_MAX photos; above, a constant number per photo (steps/_pairs.py), so
+matching grows linearly with the set. The summary records the pairing and the matched and verified pair counts.
+
 Output: ``sparse/0/{cameras,images,points3D}.bin`` and ``sparse/summary.json``.
 """
 
@@ -26,13 +29,29 @@ from pydantic import BaseModel
 from kai_flows.step import In, Out, step
 from kai_steps._colmap import image_folder
 from kai_steps._imageio import IMAGE_SUFFIXES
+from kai_steps._pairs import retrieval_pairs, sequential_pairs, write_pair_list
+from kai_steps.sizing import MEMORY_MAX
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")
 pycolmap = lazy.load("pycolmap")
 
 MIN_IMAGES = 3
-EXHAUSTIVE_MAX = 60  # above this many images "auto" pairs each image with its sequence neighbours only
+# Above this many images "auto" stops matching every pair. Matching costs ~40 ms CPU a pair here (SIFT, 960x720):
+# all pairs of 60 photos are 1770 (~70 s), name-order and look-alike pairs ~12 per photo (~720): the point where
+# exhaustive starts to dominate the step while sets this small still profit from every pair.
+EXHAUSTIVE_MAX = 60
+SEQUENTIAL_OVERLAP = 10  # name-order neighbours matched per image (plus those 2^k further on)
+RETRIEVAL_NEIGHBOURS = 5  # most similar-looking images matched per image, for the loops order misses
+SPATIAL_NEIGHBOURS = 20  # nearest images by GPS matched per image
+
+Matcher = Literal["auto", "exhaustive", "sequential", "retrieval", "spatial"]
+# Incremental mapping stays the default; GLOMAP's global mapper ("global") is offered. Measured: on the 100-photo
+# capture of the sample scene (no K.txt, sequential+retrieval pairs, 2 shared cores) global reached 0.43 mm mean
+# camera error for 85 s CPU (164 s wall, 2 threads), incremental 0.51 mm for 68 s CPU (359 s wall, 1 thread); but on
+# fountain_p11 (11 real photos, exhaustive pairs) global failed outright: 1086 mm mean error against incremental's
+# 6.6 mm, with or without principal-point refinement.
+Mapper = Literal["incremental", "global"]
 
 
 class PoseEstimationError(ValueError):
@@ -47,7 +66,10 @@ class PoseSummary(BaseModel):
     mean_track_length: float
     unregistered: list[str]
     camera_prior: str  # "exact", "approximate", "mixed" or "none"
-    matcher_used: str
+    matcher_used: str  # "exhaustive", "sequential", "sequential+retrieval" or "spatial+sequential+retrieval"
+    pairs_matched: int = 0
+    pairs_verified: int = 0
+    mapper: str = "incremental"
 
 
 class _Group:
@@ -132,8 +154,52 @@ def _reader_options(g: _Group) -> pycolmap.ImageReaderOptions:
     return ro
 
 
-def _sfm(image_dir: Path, groups: list[_Group], use: str, work: Path, max_image_size: int, num_threads: int,
-         seed: int, deterministic: bool) -> tuple[dict[int, pycolmap.Reconstruction], dict[str, float]]:
+def _has_gps(db: Path, count: int) -> bool:
+    database = pycolmap.Database.open(str(db))
+    try:
+        return database.num_pose_priors() >= count // 2  # import_images reads EXIF GPS into pose priors
+    finally:
+        database.close()
+
+
+def _match(db: Path, names: list[str], matcher: Matcher, work: Path, num_threads: int, seed: int) -> str:
+    """Match the image pairs ``matcher`` selects; returns the pairing used.
+
+    "auto": every pair up to EXHAUSTIVE_MAX images; above it a number of pairs per image that does not grow with
+    the set, so matching time grows linearly: name-order neighbours (phone captures are taken in order) plus the
+    most similar-looking images (loop closures), plus the nearest images by GPS when the photos carry it. GPS
+    alone is not enough: a phone's fix wanders by metres, as much as a walk around an object."""
+    mo = pycolmap.FeatureMatchingOptions()
+    mo.num_threads = num_threads
+    vo = pycolmap.TwoViewGeometryOptions()
+    vo.ransac.random_seed = seed
+    device = pycolmap.Device.cpu
+    used = []
+    if matcher == "auto":
+        matcher = "exhaustive" if len(names) <= EXHAUSTIVE_MAX else "retrieval"
+        if matcher == "retrieval" and _has_gps(db, len(names)):
+            matcher = "spatial"
+    if matcher == "exhaustive":
+        pycolmap.match_exhaustive(db, matching_options=mo, verification_options=vo, device=device)
+        return "exhaustive"
+    if matcher == "spatial":
+        so = pycolmap.SpatialPairingOptions(max_num_neighbors=SPATIAL_NEIGHBOURS)
+        pycolmap.match_spatial(db, matching_options=mo, pairing_options=so, verification_options=vo, device=device)
+        used.append("spatial")
+    pairs = sequential_pairs(names, SEQUENTIAL_OVERLAP)
+    used.append("sequential")
+    if matcher in ("retrieval", "spatial"):
+        pairs |= retrieval_pairs(db, RETRIEVAL_NEIGHBOURS, seed)
+        used.append("retrieval")
+    # Pairs the spatial pass already matched are skipped: COLMAP matches a pair once per database.
+    io = pycolmap.ImportedPairingOptions(match_list_path=str(write_pair_list(pairs, work / "pairs.txt")))
+    pycolmap.match_image_pairs(db, matching_options=mo, pairing_options=io, verification_options=vo, device=device)
+    return "+".join(used)
+
+
+def _sfm(image_dir: Path, groups: list[_Group], matcher: Matcher, mapper: Mapper, work: Path, max_image_size: int,
+         num_threads: int, seed: int, deterministic: bool
+         ) -> tuple[dict[int, pycolmap.Reconstruction], dict[str, float], dict[str, int | str]]:
     """Extract (one call per camera group), match and map; the database lives in ``work``.
 
     Reproducible with threads where pycolmap allows it: images are registered one by one in name order before the
@@ -156,31 +222,44 @@ def _sfm(image_dir: Path, groups: list[_Group], use: str, work: Path, max_image_
                                   reader_options=ro, extraction_options=eo, device=pycolmap.Device.cpu)
     timings["extract_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    mo = pycolmap.FeatureMatchingOptions()
-    mo.num_threads = num_threads
-    vo = pycolmap.TwoViewGeometryOptions()
-    vo.ransac.random_seed = seed
-    if use == "exhaustive":
-        pycolmap.match_exhaustive(db, matching_options=mo, verification_options=vo, device=pycolmap.Device.cpu)
-    else:
-        so = pycolmap.SequentialPairingOptions(overlap=10, quadratic_overlap=True)
-        pycolmap.match_sequential(db, matching_options=mo, pairing_options=so, verification_options=vo,
-                                  device=pycolmap.Device.cpu)
+    names = sorted(n for g in groups for n in g.names)
+    pairing = _match(db, names, matcher, work, num_threads, seed)
+    database = pycolmap.Database.open(str(db))
+    try:
+        counts = {"pairs_matched": database.num_matched_image_pairs(),
+                  "pairs_verified": database.num_verified_image_pairs()}
+    finally:
+        database.close()
     timings["match_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    po = pycolmap.IncrementalPipelineOptions()
-    po.num_threads, po.random_seed = 1 if deterministic else num_threads, seed
-    if all(g.exact for g in groups):
-        # Known intrinsics: keep the focal length, refine the principal point (often off-centre by tens of px)
-        # and the radial distortion.
-        po.ba_refine_focal_length, po.ba_refine_principal_point, po.ba_refine_extra_params = False, True, True
-    recs = pycolmap.incremental_mapping(db, image_dir, work / "models", options=po)
+    threads = 1 if deterministic else num_threads
+    exact = all(g.exact for g in groups)
+    if mapper == "global":
+        go = pycolmap.GlobalPipelineOptions()
+        go.num_threads, go.random_seed = threads, seed
+        go.mapper.num_threads, go.mapper.random_seed = threads, seed
+        if exact:
+            go.mapper.bundle_adjustment.refine_focal_length = False
+            go.mapper.bundle_adjustment.refine_principal_point = True
+        recs = pycolmap.global_mapping(db, image_dir, work / "models", options=go)
+    else:
+        po = pycolmap.IncrementalPipelineOptions()
+        po.num_threads, po.random_seed = threads, seed
+        # The principal point is often off-centre by tens of pixels; COLMAP keeps it at the centre by default.
+        # Refining it: fountain_p11 without K.txt 6.62 -> 3.01 mm mean camera error, same CPU time.
+        po.ba_refine_principal_point = True
+        if exact:  # known intrinsics: keep the focal length, refine the principal point and radial distortion
+            po.ba_refine_focal_length, po.ba_refine_extra_params = False, True
+        recs = pycolmap.incremental_mapping(db, image_dir, work / "models", options=po)
     timings["map_s"] = time.perf_counter() - t
-    return recs, timings
+    return recs, timings, {"pairing": pairing, **counts}
 
 
-@step(image="sfm", cpu="2", memory="6Gi", pool="cpu-optimized", timeout="2h")
-def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "exhaustive", "sequential"] = "auto",
+# Peak RSS measured (bench/scale.py, 960x720 synthetic captures): 535 MiB at 30 and 100 views, 806 MiB at 200.
+# Sized per job (kai_steps.sizing): `memory` is what a task that does not plan gets.
+@step(image="sfm", cpu="2", memory="6Gi", memory_max=MEMORY_MAX["camera_poses"], pool="cpu-optimized",
+      timeout="2h")
+def camera_poses(images: In[Path], sparse: Out[Path], matcher: Matcher = "auto", mapper: Mapper = "incremental",
                  min_registered_fraction: float = 0.6, max_image_size: int = 1600, num_threads: int = 2,
                  seed: int = 0, deterministic: bool = True) -> PoseSummary:
     """Pose the photos in ``images`` and write the COLMAP model and a summary into ``sparse``.
@@ -203,16 +282,19 @@ def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "
     if not priors:
         priors = _k_txt_priors(image_dir, names)
     groups = _groups(image_dir, names, priors, labels)
-    use = "exhaustive" if matcher == "exhaustive" or (matcher == "auto" and len(names) <= EXHAUSTIVE_MAX) \
-        else "sequential"
+    if matcher not in ("auto", "exhaustive", "sequential", "retrieval", "spatial"):
+        raise PoseEstimationError(f"matcher must be auto, exhaustive, sequential, retrieval or spatial, "
+                                  f"got {matcher!r}")
+    if mapper not in ("incremental", "global"):
+        raise PoseEstimationError(f"mapper must be incremental or global, got {mapper!r}")
 
     pycolmap.set_random_seed(seed)
     tmp = sparse.with_name(f".{sparse.name}.partial")  # publish the folder whole or not at all
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with tempfile.TemporaryDirectory(prefix="kai-sfm-") as work:
-            recs, timings = _sfm(image_dir, groups, use, Path(work), max_image_size, num_threads, seed,
-                                  deterministic)
+            recs, timings, pairing = _sfm(image_dir, groups, matcher, mapper, Path(work), max_image_size,
+                                          num_threads, seed, deterministic)
     except RuntimeError as exc:  # pycolmap reports failures as RuntimeErrors with long C++ messages
         raise PoseEstimationError(f"pycolmap failed on {image_dir}: {str(exc).strip().splitlines()[0]}") from None
 
@@ -230,14 +312,15 @@ def camera_poses(images: In[Path], sparse: Out[Path], matcher: Literal["auto", "
         registered=len(posed), total=len(names), points=rec.num_points3D(),
         mean_reprojection_error=float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else 0.0,
         mean_track_length=float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0,
-        unregistered=missing, camera_prior=_prior_kind(groups), matcher_used=use)
+        unregistered=missing, camera_prior=_prior_kind(groups), matcher_used=str(pairing["pairing"]),
+        pairs_matched=int(pairing["pairs_matched"]), pairs_verified=int(pairing["pairs_verified"]), mapper=mapper)
     (tmp / "0").mkdir(parents=True)
     rec.write(tmp / "0")
     report = {**summary.model_dump(), "registered_images": sorted(posed), "models_found": len(recs),
               "cameras": {int(c.camera_id): {"model": c.model_name, "params": list(map(float, c.params))}
                           for c in rec.cameras.values()},
-              "options": {"matcher": matcher, "max_image_size": max_image_size, "num_threads": num_threads,
-                          "seed": seed, "deterministic": deterministic,
+              "options": {"matcher": matcher, "mapper": mapper, "max_image_size": max_image_size,
+                          "num_threads": num_threads, "seed": seed, "deterministic": deterministic,
                           "min_registered_fraction": min_registered_fraction}}
     # Durations go to the step's log (and run.json), not into the model folder: same photos, same bytes.
     print("camera_poses timings: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()), file=sys.stderr)

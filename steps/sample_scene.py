@@ -5,8 +5,15 @@ ray per pixel from cameras on two rings, and the colour comes from the hit trian
 interpolation) with Lambert shading. The vertex colours are random at the mesh's edge scale (a few pixels in the
 images), which gives SIFT plenty of distinctive blobs, plus a smooth component so coarse scales match too.
 
+``path="rings"`` (the default, what tests and benchmarks rely on) alternates the views between two rings.
+``path="capture"`` imitates a phone capture of ``views`` photos, in the order they were taken: an orbit at
+shoulder height, one from above, then close-ups along half the object; exposure drifts from photo to photo (auto
+exposure) and about one photo in seven has motion blur. ``holdout`` extra views (between the path's heights and
+azimuths, never in ``images/``) go to ``holdout/`` for novel-view checks.
+
 Output folder layout (the Strecha layout of ../shared/datasets):
     images/NNN.jpg, images/K.txt, gt_cameras/NNN.jpg.camera, gt_mesh.ply, scene.json
+    [holdout/images/hNNN.jpg, holdout/gt_cameras/hNNN.jpg.camera]
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import lazy_loader as lazy
 from PIL import Image
@@ -23,6 +31,7 @@ from kai_flows.step import Out, step
 from kai_steps._metrics import StrechaCamera, write_strecha_camera
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
+cv2 = lazy.load("cv2")
 np = lazy.load("numpy")
 o3d = lazy.load("open3d")
 trimesh = lazy.load("trimesh")
@@ -44,6 +53,8 @@ class SampleSummary(BaseModel):
     focal: float
     mesh_faces: int
     mesh_diagonal: float
+    path: str = "rings"
+    holdout: int = 0
 
 
 def _colours(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -83,22 +94,72 @@ def _scene(rng: np.random.Generator) -> trimesh.Trimesh:
     return mesh
 
 
-def _cameras(views: int, width: int, height: int, rng: np.random.Generator) -> list[StrechaCamera]:
+def _intrinsics(width: int, height: int) -> np.ndarray:
     f = 0.9 * width
-    K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
+def _look_at(K: np.ndarray, C: np.ndarray, target: np.ndarray, width: int, height: int) -> StrechaCamera:
+    z = (target - C) / np.linalg.norm(target - C)  # OpenCV camera: x right, y down, z forward
+    x = np.cross(z, [0, 0, 1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    return StrechaCamera(K, np.column_stack([x, y, z]), C, width, height)
+
+
+def _orbit_point(target: np.ndarray, r: float, az: float, el: float) -> np.ndarray:
+    return target + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+
+
+def _cameras(views: int, width: int, height: int, rng: np.random.Generator) -> list[StrechaCamera]:
+    K = _intrinsics(width, height)
     cams = []
     for i in range(views):
         ring = i % 2  # alternate between a low and a high ring so neighbours overlap at two elevations
         az = 2 * np.pi * i / views + rng.uniform(-0.03, 0.03)
         el = np.radians(22 if ring == 0 else 40) + rng.uniform(-0.03, 0.03)
         r = 3.4 + rng.uniform(-0.15, 0.15)
-        C = _TARGET + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        z = (_TARGET - C) / np.linalg.norm(_TARGET - C)  # OpenCV camera: x right, y down, z forward
-        x = np.cross(z, [0, 0, 1.0])
-        x /= np.linalg.norm(x)
-        y = np.cross(z, x)
-        cams.append(StrechaCamera(K, np.column_stack([x, y, z]), C, width, height))
+        cams.append(_look_at(K, _orbit_point(_TARGET, r, az, el), _TARGET, width, height))
     return cams
+
+
+def _capture_cameras(views: int, width: int, height: int, rng: np.random.Generator) -> list[StrechaCamera]:
+    """A hand-held capture in shooting order: 40% of the photos on a low orbit, 40% on a high one, 20% close-ups
+    over half the object; hand jitter in position, height and aim."""
+    K = _intrinsics(width, height)
+    n_low = n_high = round(0.4 * views)
+    n_close = views - n_low - n_high
+    legs = [(n_low, 3.4, 15, 2 * np.pi), (n_high, 3.0, 45, 2 * np.pi), (n_close, 1.9, 25, np.pi)]
+    cams = []
+    for n, r0, el0, sweep in legs:
+        for k in range(n):
+            az = sweep * k / n + rng.uniform(-0.2, 0.2) * sweep / max(n, 1)
+            el = np.radians(el0) + rng.uniform(-0.04, 0.04)
+            C = _orbit_point(_TARGET, r0 + rng.uniform(-0.1, 0.1), az, el)
+            aim = _TARGET + rng.normal(0, 0.05 if r0 > 2 else 0.12, 3)
+            cams.append(_look_at(K, C, aim, width, height))
+    return cams
+
+
+def _holdout_cameras(count: int, width: int, height: int, rng: np.random.Generator) -> list[StrechaCamera]:
+    """Views the path never takes: between its two orbit heights, at azimuths offset from its photos."""
+    K = _intrinsics(width, height)
+    return [_look_at(K, _orbit_point(_TARGET, 3.2, 2 * np.pi * (i + 0.5) / count + rng.uniform(-0.05, 0.05),
+                                     np.radians(30) + rng.uniform(-0.03, 0.03)), _TARGET, width, height)
+            for i in range(count)]
+
+
+def _photo_effects(img: np.ndarray, rng: np.random.Generator, gain: float) -> np.ndarray:
+    """Exposure gain and, for about one photo in seven, a linear motion blur of 3 to 9 pixels."""
+    out = img.astype(np.float32) * np.float32(gain)
+    if rng.uniform() < 1 / 7:
+        length = int(rng.integers(3, 10))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2] = 1 / length
+        rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (length, length))
+        out = cv2.filter2D(out, -1, kernel / kernel.sum())
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _render(scene: o3d.t.geometry.RaycastingScene, mesh: trimesh.Trimesh, cam: StrechaCamera) -> np.ndarray:
@@ -125,8 +186,13 @@ def _render(scene: o3d.t.geometry.RaycastingScene, mesh: trimesh.Trimesh, cam: S
 
 @step(image="imaging", cpu="2", memory="2Gi", timeout="10m")
 def render_sample_scene(out: Out[Path], views: int = 30, width: int = 960, height: int = 720,
-                        seed: int = 0) -> SampleSummary:
+                        seed: int = 0, path: Literal["rings", "capture"] = "rings",
+                        holdout: int = 0) -> SampleSummary:
     """Render the sample scene into ``out`` (a new folder) and return what was made."""
+    if path not in ("rings", "capture"):
+        raise SampleSceneError(f"path must be 'rings' or 'capture', got {path!r}")
+    if not 0 <= holdout <= 360:
+        raise SampleSceneError(f"holdout must be between 0 and 360, got {holdout}")
     if not 3 <= views <= 360:
         raise SampleSceneError(f"views must be between 3 and 360, got {views}")
     if not (64 <= width <= 8192 and 64 <= height <= 8192):
@@ -136,7 +202,7 @@ def render_sample_scene(out: Out[Path], views: int = 30, width: int = 960, heigh
         raise SampleSceneError(f"output folder already exists: {out}")
     rng = np.random.default_rng(seed)
     mesh = _scene(rng)
-    cams = _cameras(views, width, height, rng)
+    cams = (_cameras if path == "rings" else _capture_cameras)(views, width, height, rng)
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
                         o3d.core.Tensor(mesh.faces.astype(np.uint32)))
@@ -144,14 +210,28 @@ def render_sample_scene(out: Out[Path], views: int = 30, width: int = 960, heigh
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "images").mkdir(parents=True)
     (tmp / "gt_cameras").mkdir()
+    # Photo effects and held-out views draw from their own generators: the rings output stays as it always was.
+    fx_rng = np.random.default_rng([seed, 1])
+    gains = np.exp(np.cumsum(fx_rng.normal(0, 0.06, views)).clip(-0.35, 0.3))  # auto exposure drifting
     for i, cam in enumerate(cams):
         name = f"{i:03d}.jpg"
-        Image.fromarray(_render(scene, mesh, cam)).save(tmp / "images" / name, quality=95)
+        img = _render(scene, mesh, cam)
+        if path == "capture":
+            img = _photo_effects(img, fx_rng, float(gains[i]))
+        Image.fromarray(img).save(tmp / "images" / name, quality=95)
         write_strecha_camera(tmp / "gt_cameras" / f"{name}.camera", cam)
+    if holdout:
+        (tmp / "holdout" / "images").mkdir(parents=True)
+        (tmp / "holdout" / "gt_cameras").mkdir()
+        for i, cam in enumerate(_holdout_cameras(holdout, width, height, np.random.default_rng([seed, 2]))):
+            name = f"h{i:03d}.jpg"
+            Image.fromarray(_render(scene, mesh, cam)).save(tmp / "holdout" / "images" / name, quality=95)
+            write_strecha_camera(tmp / "holdout" / "gt_cameras" / f"{name}.camera", cam)
     np.savetxt(tmp / "images" / "K.txt", cams[0].K, fmt="%.6f")
     mesh.export(tmp / "gt_mesh.ply")
     summary = SampleSummary(views=views, width=width, height=height, focal=float(cams[0].K[0, 0]),
-                            mesh_faces=len(mesh.faces), mesh_diagonal=float(np.linalg.norm(np.ptp(mesh.bounds, 0))))
-    (tmp / "scene.json").write_text(json.dumps(summary.model_dump(), indent=2) + "\n")
+                            mesh_faces=len(mesh.faces), mesh_diagonal=float(np.linalg.norm(np.ptp(mesh.bounds, 0))),
+                            path=path, holdout=holdout)
+    (tmp / "scene.json").write_text(json.dumps(summary.model_dump(exclude_defaults=True), indent=2) + "\n")
     tmp.rename(out)
     return summary

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from kai_steps._metrics import pose_errors, read_strecha_dir
+from kai_steps._pairs import sequential_pairs
 from kai_steps.camera_poses import PoseEstimationError, camera_poses
 from kai_steps.preprocess import preprocess
 from kai_steps.sample_scene import render_sample_scene
@@ -121,3 +122,44 @@ def test_fountain_p11_beats_the_plain_pycolmap_reference(tmp_path: Path) -> None
     err = pose_errors(pycolmap.Reconstruction(tmp_path / "sparse" / "0"), read_strecha_dir(ds / "gt_dense_cameras"))
     # Plain pycolmap (default options) reaches 6.6 mm mean, 0.49 deg; with the known K we measured 2.65 mm, 0.06 deg.
     assert err.position_mean < 0.0066 / 2 and err.rotation_mean_deg < 0.2
+
+
+def test_pairs_per_image_stay_constant_as_the_set_grows() -> None:
+    for n in (100, 200, 400):
+        names = [f"{i:03d}.jpg" for i in range(n)]
+        pairs = sequential_pairs(names, 10)
+        assert all(a < b for a, b in pairs) and len(pairs) <= 16 * n  # exhaustive: n (n - 1) / 2
+        assert ("000.jpg", "001.jpg") in pairs and ("000.jpg", "064.jpg") in pairs  # quadratic overlap
+
+
+def test_retrieval_pairing_and_global_mapping(scene: Path, tmp_path: Path) -> None:
+    summary = camera_poses(scene / "images", tmp_path / "sparse", matcher="retrieval", mapper="global")
+    assert summary.matcher_used == "sequential+retrieval" and summary.mapper == "global"
+    assert 0 < summary.pairs_verified <= summary.pairs_matched < 16 * 15 // 2  # fewer pairs than exhaustive
+    assert summary.registered == summary.total == 16
+    err = pose_errors(pycolmap.Reconstruction(tmp_path / "sparse" / "0"), read_strecha_dir(scene / "gt_cameras"))
+    assert err.position_max < 0.01 and err.rotation_max_deg < 0.2
+    report = json.loads((tmp_path / "sparse" / "summary.json").read_text())
+    assert report["options"]["mapper"] == "global" and report["pairs_matched"] == summary.pairs_matched
+    with pytest.raises(PoseEstimationError, match="mapper must be"):
+        camera_poses(scene / "images", tmp_path / "bad", mapper="hierarchical")  # type: ignore[arg-type]
+
+
+def test_auto_pairing_above_the_exhaustive_threshold_uses_gps_when_present(scene: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import kai_steps.camera_poses as module
+
+    monkeypatch.setattr(module, "EXHAUSTIVE_MAX", 3)  # what 60+ photos would do, on 5
+    plain, tagged = tmp_path / "plain", tmp_path / "gps"
+    plain.mkdir()
+    tagged.mkdir()
+    for i in range(5):
+        shutil.copy(scene / "images" / f"{i:03d}.jpg", plain)
+        exif = Image.Exif()
+        exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0 + i * 0.2), 3: "E", 4: (2.0, 21.0, 3.0), 6: 35.0}  # GPS IFD
+        with Image.open(scene / "images" / f"{i:03d}.jpg") as im:
+            im.save(tagged / f"{i:03d}.jpg", exif=exif)
+    without = camera_poses(plain, tmp_path / "s1")
+    with_gps = camera_poses(tagged, tmp_path / "s2")
+    assert without.matcher_used == "sequential+retrieval" and without.registered == 5
+    assert with_gps.matcher_used == "spatial+sequential+retrieval" and with_gps.registered == 5

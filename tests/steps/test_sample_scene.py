@@ -82,3 +82,35 @@ def test_refuses_an_existing_output(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(SampleSceneError, match="already exists"):
         render_sample_scene(tmp_path / "out", views=3, width=64, height=64)
+
+
+def test_capture_path_in_shooting_order_with_photo_effects_and_holdout(tmp_path: Path) -> None:
+    summary = render_sample_scene(tmp_path / "cap", views=10, width=160, height=120, seed=1, path="capture",
+                                  holdout=3)
+    assert (summary.path, summary.holdout) == ("capture", 3)
+    cams = read_strecha_dir(tmp_path / "cap" / "gt_cameras")
+    assert sorted(cams) == [f"{i:03d}.jpg" for i in range(10)]
+    dist = [float(np.linalg.norm(c.C - [0, 0, 0.45])) for c in cams.values()]
+    heights = [float(c.C[2]) for c in cams.values()]
+    # 4 low-orbit photos, 4 high-orbit ones, 2 close-ups, in that order.
+    assert max(heights[:4]) < min(heights[4:8]) and max(dist[8:]) < 2.1 < 2.8 < min(dist[:8])
+    grey = [cv2.imread(str(tmp_path / "cap" / "images" / f"{i:03d}.jpg"), cv2.IMREAD_GRAYSCALE) for i in range(10)]
+    assert np.ptp([g[:10].mean() for g in grey]) > 3  # the sky's brightness follows the drifting exposure
+    held = read_strecha_dir(tmp_path / "cap" / "holdout" / "gt_cameras")
+    assert sorted(held) == ["h000.jpg", "h001.jpg", "h002.jpg"]
+    assert all((tmp_path / "cap" / "holdout" / "images" / n).is_file() for n in held)
+    assert not any(np.allclose(h.C, c.C, atol=0.05) for h in held.values() for c in cams.values())
+    assert json.loads((tmp_path / "cap" / "scene.json").read_text())["path"] == "capture"
+
+
+def test_default_scene_json_is_unchanged(scene: Path) -> None:
+    # The rings path writes the keys it always wrote: benchmarks and caches compare these files byte for byte.
+    assert sorted(json.loads((scene / "scene.json").read_text())) == ["focal", "height", "mesh_diagonal",
+                                                                    "mesh_faces", "views", "width"]
+
+
+def test_bad_path_and_holdout(tmp_path: Path) -> None:
+    with pytest.raises(SampleSceneError, match="path must be"):
+        render_sample_scene(tmp_path / "out", path="spiral")  # type: ignore[arg-type]
+    with pytest.raises(SampleSceneError, match="holdout must be"):
+        render_sample_scene(tmp_path / "out", holdout=-1)
