@@ -89,3 +89,20 @@ def preview_views(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | 
         eye = fit_eye(used, fwd, up, fov, width / height, margin)
         out[name] = render(vertices, faces, colors, eye, eye + fwd, up=up, fov_deg=fov, width=width, height=height)
     return out
+
+
+def project(points: np.ndarray, eye: np.ndarray, target: np.ndarray, up: np.ndarray, fov_deg: float, width: int,
+            height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) pixel positions (x right, y down; pixel i spans [i, i + 1]) and (N,) depths along the view of
+    ``points`` seen by the camera of ``look_at_rays``; a depth <= 0 is behind the eye."""
+    fwd = np.asarray(target, float) - np.asarray(eye, float)
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    f = 0.5 * height / np.tan(np.radians(fov_deg) / 2)
+    d = np.asarray(points, float) - eye
+    z = d @ fwd
+    safe = np.where(np.abs(z) < 1e-12, 1e-12, z)
+    xy = np.stack([d @ right / safe * f + width / 2, d @ down / safe * f + height / 2], axis=-1)
+    return xy, z

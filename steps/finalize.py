@@ -1,11 +1,18 @@
 """The last step of every run, the exit handler too: a manifest, three previews and a one-page HTML report.
 
+The page (``_report_page``) shows the verdict, the model in an interactive viewer, the previews, the cameras drawn
+around the model (``_report_cameras``, from camera_poses' ``sparse``), the quality gate's score for every photo with
+thumbnails of the flagged ones (``_report_photos``), the step times as a timeline, and the metrics as tables
+(``_report_tables``), never as JSON.
+
 It must not fail for want of a model: when ``models`` is absent (an earlier step failed) or the workflow did not
 succeed, the report says which step failed and why, from Argo's ``workflow.failures`` JSON.
 
 The report folder is self-contained, as it is downloaded from S3 or served from a bucket: the delivered files are
 copied into ``files/`` and linked relatively, and the interactive viewer (Google's ``<model-viewer>``, vendored in
-``viewer/``, see its README) is copied beside the page, which loads nothing from the network.
+``viewer/``, see its README) is copied beside the page, which loads nothing from the network. Opened from disk,
+where a browser lets the page run scripts beside it but not read files, it shows the glb from
+``viewer/model-data.js``, the same bytes in a script.
 
 The report holds only what its inputs determine (no clock, no host): the same model and metrics give the same
 bytes. The one exception is kept apart: the steps' times (``timings``, Argo's start and finish of each task) go to
@@ -15,9 +22,7 @@ and everything else stay byte-identical between two runs of the same photos.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import io
 import json
 import platform
@@ -27,7 +32,6 @@ from datetime import datetime
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import lazy_loader as lazy
 from PIL import Image
@@ -36,6 +40,9 @@ from pydantic import BaseModel
 from kai_flows.step import OptionalIn, Out, step
 from kai_steps._io import staged_dir, write_json
 from kai_steps._render import preview_views
+from kai_steps._report_cameras import camera_pictures, load_cameras, viewer_from_model
+from kai_steps._report_page import FILES, MODEL_DATA, VIEWER, Content, model_data_script, page, timings_script
+from kai_steps._report_photos import read_scores
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")
@@ -51,8 +58,9 @@ KINDS = {
     "radiance-field": ("Radiance-field report", "A radiance field trained on the posed photos, its surface "
                        "extracted with marching cubes."),
 }
-FILES = "files"  # the delivered files, copied beside the page
-VIEWER = "model-viewer-umd.min.js"  # a classic script: it loads the same from disk, a bucket or a CDN
+MODEL_DATA_MAX = 64 << 20  # a larger glb is not copied into viewer/model-data.js: serve the folder to see it
+CAMERA_CAPTIONS = {"cameras_above.png": "from above, the model's front at the bottom",
+                   "cameras_side.png": "from the front, 15 degrees up"}
 # glTF extensions the vendored viewer decodes offline (Draco with viewer/draco/); others would need a decoder
 # from a CDN, so such a glb is not shown.
 DRACO = "KHR_draco_mesh_compression"
@@ -64,6 +72,8 @@ class FinalizeSummary(BaseModel):
     num_files: int
     previews: list[str]
     failed_step: str
+    cameras: int = 0  # posed photos drawn around the model
+    photos: int = 0  # photos in the quality gate's table
 
 
 def _sha256(path: Path) -> str:
@@ -119,27 +129,46 @@ def _preview_source(files: list[Path]) -> Path | None:
     return None
 
 
-def _render_previews(src: Path) -> dict[str, np.ndarray]:
+def _load_mesh(src: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(vertices, faces, vertex colours in [0, 1] or None) of the preview source."""
     mesh = trimesh.load(src, process=False, force="mesh")
     if len(mesh.faces) == 0:
         raise ValueError(f"{src.name} has no faces")
     colors = None
     if mesh.visual.kind == "vertex":
         colors = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
-    return preview_views(np.asarray(mesh.vertices), np.asarray(mesh.faces), colors)
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces), colors
 
 
-def _table(rows: dict[str, Any]) -> str:
-    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items())
-    return f"<table>{body}</table>"
+def _png(img: np.ndarray | Image.Image) -> bytes:
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True)
-    return str(v)
+def _camera_pictures(mesh: tuple | None, sparse: Path | None, frames: tuple[Path | None, ...],
+                     notes: list[str]) -> tuple[dict[str, bytes], int]:
+    """The cameras drawn around the model ({file name: PNG}) and how many, or nothing with a note saying why."""
+    if sparse is None or not Path(sparse).exists():
+        return {}, 0
+    if mesh is None:
+        notes.append("the cameras are not drawn: there is no model to draw them around")
+        return {}, 0
+    rotation = viewer_from_model(*frames)
+    if rotation is None:
+        notes.append("the cameras are not drawn: no summary.json passed records viewer_from_model, the rotation "
+                     "from the camera poses' frame to the model's")
+        return {}, 0
+    vertices, faces, colors = mesh
+    try:
+        cams = load_cameras(Path(sparse), rotation, float(np.ptp(vertices, axis=0).max()))
+    except ValueError as exc:
+        notes.append(f"the cameras are not drawn: {exc}")
+        return {}, 0
+    if not cams:
+        notes.append("the cameras are not drawn: the camera poses hold no posed photo")
+        return {}, 0
+    return {f"{name}.png": _png(img) for name, img in camera_pictures(vertices, faces, colors, cams).items()}, len(cams)
 
 
 def _kind(pipeline: str, metrics: Any) -> tuple[str, str]:
@@ -200,28 +229,6 @@ def _step_times(value: Any, notes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _times_table(rows: list[dict[str, Any]]) -> str:
-    """The steps' times as a table with a timeline bar each (offset and length scaled to the whole run)."""
-    span = max((r.get("offset", 0.0) + r["seconds"] for r in rows), default=0.0) or 1.0
-    body = []
-    for r in rows:
-        left, width = 100 * r.get("offset", 0.0) / span, max(100 * r["seconds"] / span, 0.5)
-        bar = (f'<div class="bar" style="margin-left:{left:.2f}%;width:{width:.2f}%"></div>'
-               if "offset" in r else "")
-        body.append(f"<tr><td>{html.escape(r['step'])}</td><td>{_seconds(r['seconds'])}</td>"
-                    f'<td class="timeline">{bar}</td></tr>')
-    argo = any("offset" in r for r in rows)
-    total = (f"{_seconds(span)} s from the first step's start to the last one's finish; each step's time is "
-             "Argo's, from its start to its finish (to the second), waiting for a node included" if argo
-             else f"{_seconds(sum(r['seconds'] for r in rows))} s in all")
-    return (f"<table class='times'><tr><th>step</th><th>wall time (s)</th><th>timeline</th></tr>{''.join(body)}"
-            f"</table><p class='hint'>{html.escape(total)}.</p>")
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.0f}" if abs(value - round(value)) < 1e-6 else f"{value:.2f}"
-
-
 def _glb_extensions(path: Path) -> set[str]:
     """The glTF extensions a binary glTF uses (its JSON chunk's extensionsUsed and extensionsRequired)."""
     with path.open("rb") as f:
@@ -269,83 +276,6 @@ def _copy_viewer(out: Path, draco: bool) -> None:
             (out / "viewer" / "draco" / name).write_bytes(src.joinpath("draco", name).read_bytes())
 
 
-def _html(status: str, failures: list[dict[str, str]], previews: dict[str, bytes], manifest: dict[str, Any],
-          notes: list[str], kind: tuple[str, str], viewer: tuple[str, bool] | None, timed: bool) -> str:
-    title, how = kind
-    ok = status == "Succeeded" and not failures and manifest["files"]
-    parts = [f"<h1>{html.escape(title)}: {html.escape(status)}</h1>"]
-    if how and manifest["files"]:
-        parts.append(f"<p>{html.escape(how)}</p>")
-    if manifest["workflow"]:
-        parts.append(f"<p>Workflow <b>{html.escape(manifest['workflow'])}</b>.</p>")
-    if status == "Rejected":
-        parts.append('<section class="failed"><h2>Rejected</h2>')
-        parts += [f"<p>Rejected by the <b>{html.escape(f['step'])}</b>: {html.escape(f['message'])}</p>"
-                  for f in failures] or ["<p>Rejected; no reason was passed.</p>"]
-        parts.append("</section>")
-    elif not ok:
-        parts.append('<section class="failed"><h2>Failed</h2>')
-        if failures:
-            parts += [f"<p>Failed at step <b>{html.escape(f['step'])}</b> because {html.escape(f['message'])}</p>"
-                      for f in failures]
-        elif not manifest["files"]:
-            parts.append("<p>Failed: no model was produced and no failure details were passed.</p>")
-        else:
-            parts.append(f"<p>The workflow ended as {html.escape(status)}; no failure details were passed.</p>")
-        parts.append("</section>")
-    if notes:
-        parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    if viewer is not None:
-        src = quote(f"{FILES}/{viewer[0]}")  # a relative URL: a file name with a space or '#' still links
-        poster = ' poster="preview_front.png"' if "preview_front.png" in previews else ""
-        parts.append(
-            f'<h2>Model</h2><model-viewer src="{html.escape(src)}"{poster} camera-controls touch-action="pan-y" '
-            f'shadow-intensity="1" alt="{html.escape(viewer[0])}, the delivered model"></model-viewer>'
-            '<p class="hint">Drag to turn the model, scroll or pinch to zoom.</p>'
-            '<p id="viewer-note" class="hint" hidden>The model did not load: browsers do not let a page opened '
-            "from disk read other files. Serve this folder (<code>python3 -m http.server --directory "
-            "&lt;this folder&gt;</code>, then open localhost:8000) or open it from its bucket.</p>")
-    if previews:
-        imgs = "".join(f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
-                       f'{base64.b64encode(b).decode()}"><figcaption>{html.escape(n)}</figcaption></figure>'
-                       for n, b in previews.items())
-        parts.append(f"<h2>Previews</h2><div class='previews'>{imgs}</div>")
-    if isinstance(manifest["metrics"], dict) and manifest["metrics"]:
-        parts.append("<h2>Metrics</h2>" + _table(manifest["metrics"]))
-    if timed:
-        # The times are the one thing that differs between two runs of the same photos: they stay out of this
-        # page's bytes, in timings.js (and timings.json), which fills this section.
-        parts.append('<h2>Step times</h2><div id="step-times"><p class="hint">The step times are in timings.json '
-                     "(this page draws them with JavaScript).</p></div><script src=\"timings.js\"></script>")
-    if manifest["files"]:
-        rows = "".join(f'<tr><td><a href="{html.escape(quote(FILES + "/" + f["path"]))}" download>'
-                       f"{html.escape(f['path'])}</a></td><td>{f['size']:,}</td><td><code>{f['sha256']}</code></td>"
-                       "</tr>" for f in manifest["files"])
-        parts.append("<h2>Files</h2><table class='files'><tr><th>file</th><th>bytes</th><th>sha256</th></tr>"
-                     f"{rows}</table><p class='hint'>manifest.json lists the same files, sizes and checksums.</p>")
-    head = ""
-    if viewer is not None:
-        head = f'<script src="viewer/{VIEWER}"></script>'
-        if viewer[1]:  # the default decoder location is Google's CDN; the decoder is copied beside the page
-            head += "<script>customElements.get('model-viewer').dracoDecoderLocation = 'viewer/draco/';</script>"
-        parts.append("<script>(function () { var v = document.querySelector('model-viewer'), "
-                     "n = document.getElementById('viewer-note'); function show() { n.hidden = false; } "
-                     "if (location.protocol === 'file:') show(); v.addEventListener('error', show); })();</script>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.failed{background:#fde8e8;"
-             "border:1px solid #c33;padding:0 1em}.previews{display:flex;gap:8px}figure{margin:0}img{width:320px}"
-             "model-viewer{width:100%;height:520px;background:#f5f5f5}.hint{color:#555;font-size:90%}"
-             ".files code{font-size:80%}.times td.timeline{width:60%}.bar{height:12px;background:#4a7fd0}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style>{head}</head><body>{''.join(parts)}</body></html>\n")
-
-
-def _timings_script(rows: list[dict[str, Any]]) -> str:
-    """timings.js: fills the page's step-times section (a script, not a fetch of timings.json: a page opened from
-    disk may run a script beside it but not read a file)."""
-    return f"document.getElementById('step-times').innerHTML = {json.dumps(_times_table(rows))};\n"
-
-
 # Peak RSS measured: 0.47 GiB rendering previews of a 200k-face mesh.
 @step(image="export", cpu="1", memory="1Gi", pool="cpu-optimized", retries=1, timeout="15m")
 def finalize(
@@ -357,13 +287,22 @@ def finalize(
     timings: str = "{}",
     workflow_name: str = "",
     pipeline: str = "",
+    sparse: OptionalIn[Path] = None,
+    mesh: OptionalIn[Path] = None,
+    quality: OptionalIn[Path] = None,
+    images: OptionalIn[Path] = None,
 ) -> FinalizeSummary:
     """Write ``report/index.html`` (with the interactive model), ``report/manifest.json``,
     ``report/preview_{front,left,right}.png``, the delivered files under ``report/files/`` and the viewer under
-    ``report/viewer/``; with ``timings``, ``report/timings.json`` and ``report/timings.js``.
+    ``report/viewer/`` (with ``viewer/model-data.js``, the glb for a page opened from disk); with ``timings``,
+    ``report/timings.json`` and ``report/timings.js``.
 
     ``pipeline`` names the report and says how the model was made (``reconstruction``, ``radiance-field``);
-    ``timings`` is ``{"step": ["<startedAt>", "<finishedAt>"]}`` as Argo fills it, or ``{"step": seconds}``."""
+    ``timings`` is ``{"step": ["<startedAt>", "<finishedAt>"]}`` as Argo fills it, or ``{"step": seconds}``.
+    Optional, each adding a section: ``sparse`` (camera_poses' COLMAP model) draws the cameras around the model in
+    ``report/cameras_{above,side}.png``, placed by the ``viewer_from_model`` that the models' or ``mesh``'s
+    summary.json records; ``quality`` (the quality gate's report folder) lists every photo's scores, and with
+    ``images`` (the photos) shows thumbnails of the flagged ones (``report/photos/``)."""
     notes: list[str] = []
     failure_list = _failures(_parse_json(failures, "failures", notes),
                              "quality-gate" if workflow_status == "Rejected" else "unknown")
@@ -376,7 +315,7 @@ def finalize(
     elif workflow_status == "Succeeded":
         notes.append("no models artifact was passed to the finalizer")
     base = Path(models) if models is not None and Path(models).is_dir() else None
-    kind = _kind(pipeline, metric_values)
+    title, how = _kind(pipeline, metric_values)
     manifest: dict[str, Any] = {
         "workflow": workflow_name,
         "pipeline": pipeline,
@@ -388,34 +327,49 @@ def finalize(
         "versions": _versions(),
     }
     previews: dict[str, bytes] = {}
+    loaded = None
     src = _preview_source(files)
     if src is not None:
         try:
-            for name, img in _render_previews(src).items():
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, format="PNG")
-                previews[f"preview_{name}.png"] = buf.getvalue()
+            loaded = _load_mesh(src)
+            previews = {f"preview_{name}.png": _png(img) for name, img in preview_views(*loaded).items()}
         except Exception as exc:  # a broken model must not cost the report; say so in it instead
             notes.append(f"previews could not be rendered from {src.name}: {exc}")
     elif files:
         notes.append("no mesh file (ply, glb, obj, stl) among the models to render previews from")
+    cameras, num_cameras = _camera_pictures(loaded, sparse, (base, mesh), notes)
+    photos = None
+    if quality is not None and Path(quality).exists():
+        photos = read_scores(Path(quality), Path(images) if images is not None and Path(images).is_dir() else None,
+                             notes)
     viewer = _viewer_model(files, base, notes)
+    glb = (base / viewer[0] if base else files[0]) if viewer else None
+    # Opened from disk the page reads the glb from a script (see _report_page); not for a Draco glb, whose
+    # decoder a page on disk cannot fetch either, nor a huge one.
+    model_data = glb is not None and not viewer[1] and glb.stat().st_size <= MODEL_DATA_MAX
     manifest["viewer"] = f"{FILES}/{viewer[0]}" if viewer else None
     manifest["notes"] = notes
+    content = Content(title=title, how=how, status=workflow_status, workflow=workflow_name, failures=failure_list,
+                      notes=notes, files=manifest["files"], metrics=metric_values, versions=manifest["versions"],
+                      previews=previews, cameras={CAMERA_CAPTIONS[n]: n for n in cameras}, num_cameras=num_cameras,
+                      photos=photos, viewer=viewer[0] if viewer else None, draco=bool(viewer and viewer[1]),
+                      model_data=model_data, timed=bool(times))
     with staged_dir(Path(report)) as out:
-        for name, data in previews.items():
+        for name, data in {**previews, **cameras, **(photos.thumbs if photos else {})}.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
         for f, entry in zip(files, manifest["files"], strict=True):
             (out / FILES / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, out / FILES / entry["path"])
         if viewer is not None:
             _copy_viewer(out, viewer[1])
+            if model_data:
+                (out / MODEL_DATA).write_text(model_data_script(glb.read_bytes()))
         if times:
             write_json(out / "timings.json", {"steps": times})
-            (out / "timings.js").write_text(_timings_script(times))
+            (out / "timings.js").write_text(timings_script(times))
         write_json(out / "manifest.json", manifest)
-        (out / "index.html").write_text(_html(workflow_status, failure_list, previews, manifest, notes, kind, viewer,
-                                              bool(times)))
+        (out / "index.html").write_text(page(content))
     failed = failure_list[0]["step"] if failure_list else ("" if workflow_status == "Succeeded" else "unknown")
     return FinalizeSummary(status=workflow_status, num_files=len(files), previews=sorted(previews),
-                           failed_step=failed)
+                           failed_step=failed, cameras=num_cameras, photos=len(photos.rows) if photos else 0)

@@ -78,8 +78,11 @@ def demo_cmd(
             table.add_row("preview", str(png))
     table.add_row("run record", str(result.record))
     Console().print(table)
+    page = _report_page(outputs)
     if result.phase != "Succeeded":
         console.print(f"[red]{escape(result.message)}[/red]")
+        if page is not None:
+            print(f"what went wrong, in the report: {page.resolve().as_uri()}")
         raise typer.Exit(1)
     if sample is not None and "cameras" in outputs and "mesh" in outputs:
         accuracy = evaluate(outputs["cameras"], sample / "gt_cameras", outputs["mesh"], sample / "gt_mesh.ply")
@@ -94,6 +97,16 @@ def demo_cmd(
         figures.add_row("Chamfer distance", f"{accuracy.chamfer:.4f} units")
         Console().print(figures)
         (out / "accuracy.json").write_text(json.dumps(accuracy.as_dict(), indent=2))
+    if page is not None:  # last, where a person looks: open it in a browser to turn the model
+        print(f"the model in a 3D viewer, open in a browser: {page.resolve().as_uri()}")
+
+
+def _report_page(outputs: dict[str, Path]) -> Path | None:
+    """The run's report page: the model's, else the rejection's, else the failure's."""
+    for name in ("report", "rejection", "failure-report"):
+        if name in outputs and (outputs[name] / "index.html").is_file():
+            return outputs[name] / "index.html"
+    return None
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@ no model."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -203,6 +204,10 @@ def test_the_report_embeds_the_delivered_glb_in_an_offline_viewer(tmp_path: Path
     for name in ("model-viewer-umd.min.js", "LICENSE", "NOTICE", "README.md"):
         assert (report / "viewer" / name).read_bytes() == (VIEWER / name).read_bytes(), name
     assert not (report / "viewer" / "draco").exists()  # this glb is not Draco-compressed: the core viewer suffices
+    # For a page opened from disk, which may run a script beside it but not fetch a file: the same glb in a script.
+    script = (report / "viewer" / "model-data.js").read_text()
+    assert script.startswith('window.kaiModelGlb = "') and script.endswith('";\n')
+    assert base64.b64decode(script.split('"')[1]) == (models / "model.glb").read_bytes()
     assert "dracoDecoderLocation" not in page
     _no_remote_urls(page)
     assert json.loads((report / "manifest.json").read_text())["viewer"] == "files/model.glb"
@@ -220,6 +225,7 @@ def test_a_draco_glb_gets_the_vendored_decoder_not_googles_cdn(tmp_path: Path) -
     page = (report / "index.html").read_text()
     assert _viewer_tags(page)[0][0] == "files/model.glb"
     assert "customElements.get('model-viewer').dracoDecoderLocation = 'viewer/draco/';" in page
+    assert not (report / "viewer" / "model-data.js").exists()  # its decoder cannot load from disk either
     for name in ("draco_wasm_wrapper.js", "draco_decoder.wasm"):  # the files three.js's DRACOLoader asks for
         assert (report / "viewer" / "draco" / name).read_bytes() == (VIEWER / "draco" / name).read_bytes()
     _no_remote_urls(page)
@@ -260,3 +266,145 @@ def test_unrenderable_model_is_noted_not_fatal(tmp_path: Path) -> None:
     s = finalize(tmp_path / "models", tmp_path / "report")
     assert s.previews == [] and s.num_files == 1
     assert "previews could not be rendered from model.ply" in (tmp_path / "report" / "index.html").read_text()
+
+
+# --- the cameras around the model, the quality gate's photos, metrics as tables -----------------------------------
+
+# The COLMAP frame is the viewer frame turned a quarter about X (y down, as SfM often leaves it): x_viewer = R x_model.
+VIEWER_FROM_MODEL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+RING = 8  # cameras on a ring around the model
+
+
+def _ring_sparse(out: Path, radius: float = 2.0, height: float = 0.4) -> Path:
+    """A posed COLMAP model: ``RING`` cameras on a horizontal ring (in the viewer frame) around the origin, each
+    looking at it, written in the COLMAP frame (x_model = R^T x_viewer)."""
+    import pycolmap
+
+    rec = pycolmap.Reconstruction()
+    rec.add_camera_with_trivial_rig(pycolmap.Camera(model="PINHOLE", width=640, height=480,
+                                                    params=[500.0, 500.0, 320.0, 240.0], camera_id=1))
+    for i in range(RING):
+        a = 2 * np.pi * i / RING
+        centre_v = np.array([radius * np.sin(a), height, radius * np.cos(a)])
+        fwd = -centre_v / np.linalg.norm(centre_v)
+        right = np.cross(fwd, [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        down = np.cross(fwd, right)
+        cam_from_viewer = np.stack([right, down, fwd])  # rows: the camera's x (right), y (down), z (forward)
+        R = cam_from_viewer @ VIEWER_FROM_MODEL  # x_cam = R x_model + t
+        centre = VIEWER_FROM_MODEL.T @ centre_v
+        rec.add_image_with_trivial_frame(pycolmap.Image(name=f"{i:04d}.jpg", camera_id=1, image_id=i + 1),
+                                         pycolmap.Rigid3d(pycolmap.Rotation3d(R), -R @ centre))
+    (out / "0").mkdir(parents=True)
+    rec.write(str(out / "0"))
+    return out
+
+
+def _photos(folder: Path) -> Path:
+    """Five photos: three overlapping crops of one texture, a blurred one and a dark one (640x480 JPEGs)."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    texture = cv2.GaussianBlur((rng.random((640, 900)) * 255).astype(np.uint8), (0, 0), 1.5)
+    texture = cv2.cvtColor(texture, cv2.COLOR_GRAY2RGB)
+    folder.mkdir(parents=True)
+    crops = [texture[i * 40:i * 40 + 480, i * 60:i * 60 + 640] for i in range(4)]
+    for i, crop in enumerate(crops[:3]):
+        Image.fromarray(crop).save(folder / f"good_{i}.jpg", quality=92)
+    Image.fromarray(cv2.GaussianBlur(crops[3], (0, 0), 9)).save(folder / "blurred.jpg", quality=92)
+    Image.fromarray((crops[1] * 0.08).astype(np.uint8)).save(folder / "dark.jpg", quality=92)
+    return folder
+
+
+def _quality(images: Path, out: Path, min_images: int = 3) -> Path:
+    """The quality gate run for real on ``images``: its report folder (quality.json, contact sheet)."""
+    from kai_steps.quality import aggregate_quality, assess_image
+
+    scores = [assess_image(p, image_name=p.name) for p in sorted(images.iterdir())]
+    aggregate_quality(images, scores, out, min_images=min_images)
+    return out
+
+
+def report_inputs(tmp_path: Path) -> dict[str, Path]:
+    """Everything a full report shows: the models (a two-coloured sphere through convert), the mesh folder whose
+    summary.json records viewer_from_model, a ring of posed cameras, the photos and the quality gate's report."""
+    models = _models(tmp_path)
+    (tmp_path / "mesh" / "summary.json").write_text(json.dumps({"viewer_from_model": VIEWER_FROM_MODEL.tolist()}))
+    images = _photos(tmp_path / "photos")
+    return {"models": models, "mesh": tmp_path / "mesh", "sparse": _ring_sparse(tmp_path / "sparse"),
+            "images": images, "quality": _quality(images, tmp_path / "quality")}
+
+
+def _orange(path: Path) -> np.ndarray:
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return (img[..., 0] > 180) & (img[..., 1] > 70) & (img[..., 1] < 170) & (img[..., 2] < 60)
+
+
+def test_the_cameras_are_drawn_around_the_model_in_the_viewer_frame(tmp_path: Path) -> None:
+    inputs = report_inputs(tmp_path)
+    s = finalize(inputs["models"], tmp_path / "report", sparse=inputs["sparse"], mesh=inputs["mesh"])
+    report = tmp_path / "report"
+    assert s.cameras == RING
+    above, side = _orange(report / "cameras_above.png"), _orange(report / "cameras_side.png")
+    # From above, the ring is a ring: frusta on all four sides of the sphere, as wide as deep, centred.
+    rows, cols = np.nonzero(above)
+    h, w = above.shape
+    assert abs(np.ptp(rows) - np.ptp(cols)) < 0.15 * np.ptp(cols), (np.ptp(rows), np.ptp(cols))
+    assert abs(rows.mean() - h / 2) < 0.05 * h and abs(cols.mean() - w / 2) < 0.05 * w
+    # From the side, the same ring is flat: far wider than tall (turned the wrong way, it would stand upright).
+    rows, cols = np.nonzero(side)
+    assert np.ptp(cols) > 3 * np.ptp(rows), (np.ptp(rows), np.ptp(cols))
+    page = (report / "index.html").read_text()
+    assert '<img alt="from above, the model&#x27;s front at the bottom" src="cameras_above.png">' in page
+    assert "Where the 8 photos were taken from" in page
+    # Without the rotation the cameras would be askew: they are left out, and the report says why.
+    s = finalize(inputs["models"], tmp_path / "unplaced", sparse=inputs["sparse"])
+    assert s.cameras == 0 and not (tmp_path / "unplaced" / "cameras_above.png").exists()
+    assert "the cameras are not drawn: no summary.json passed records viewer_from_model" in (
+        tmp_path / "unplaced" / "index.html").read_text()
+
+
+def test_the_gates_scores_per_photo_with_thumbnails_of_the_flagged_ones(tmp_path: Path) -> None:
+    images = _photos(tmp_path / "photos")
+    quality = _quality(images, tmp_path / "quality", min_images=5)  # three usable of five: rejected
+    s = finalize(None, tmp_path / "report", workflow_status="Rejected",
+                 failures=json.dumps(json.loads((quality / "quality.json").read_text())["reasons"]),
+                 quality=quality, images=images)
+    report = tmp_path / "report"
+    page = (report / "index.html").read_text()
+    assert s.photos == 5 and "The quality gate's verdict: <b>reject</b>; 5 photo(s), 2 flagged." in page
+    rows = re.findall(r"<tr( class=flagged)?><td>(.*?)</td><td>(.*?)</td>", page)
+    by_name = {re.sub(r".*<figcaption>|</figcaption>.*", "", cell): (bool(flag), cell, why)
+               for flag, cell, why in rows}
+    assert by_name["blurred.jpg"][0] and by_name["blurred.jpg"][2] == "blurry"
+    assert by_name["dark.jpg"][0] and "underexposed" in by_name["dark.jpg"][2]
+    assert [by_name[f"good_{i}.jpg"] for i in range(3)] == [(False, f"good_{i}.jpg", "ok") for i in range(3)]
+    thumbs = sorted((report / "photos").iterdir())
+    assert len(thumbs) == 2  # the flagged photos only
+    for name in ("blurred.jpg", "dark.jpg"):
+        [src] = re.findall(r'<img src="([^"]+)" alt="' + re.escape(name), by_name[name][1])
+        with Image.open(report / src) as im:
+            assert im.format == "JPEG" and max(im.size) == 160 and im.size[0] / im.size[1] == pytest.approx(4 / 3, 0.02)
+    # The same photos and scores give the same bytes.
+    finalize(None, tmp_path / "again", workflow_status="Rejected", quality=quality, images=images,
+             failures=json.dumps(json.loads((quality / "quality.json").read_text())["reasons"]))
+    for f in [report / "index.html", *thumbs]:
+        assert f.read_bytes() == (tmp_path / "again" / f.relative_to(report)).read_bytes(), f.name
+
+
+def test_metrics_are_tables_not_json_at_any_depth(tmp_path: Path) -> None:
+    metrics = {"quality": {"verdict": "proceed", "reasons": ["all 5 images usable"], "usable": 5},
+               "convert": {"formats": ["glb", "ply"], "files": {"model.glb": 1234, "model.ply": 1522224},
+                           "placement": {"offset": [0.0, 0.5, 0.0], "units": "unknown"}},
+               "point_cloud": {"pairs": [["a.jpg", "b.jpg"], ["b.jpg", "c.jpg"]], "voxel_size": 0.0123456789,
+                               "views": [{"name": "a.jpg", "valid": 0.9}, {"name": "b.jpg", "valid": None}]},
+               "watertight": True}
+    finalize(None, tmp_path / "report", workflow_status="Failed", metrics=json.dumps(metrics))
+    page = (tmp_path / "report" / "index.html").read_text()
+    section = page[page.index("<h2>Metrics</h2>"):page.index("<h2>Software</h2>")]
+    assert not re.search(r'[\[{]\s*"|&quot;|":', section), section  # no JSON list or object, escaped or not
+    assert "<tr><th>watertight</th><td>yes</td></tr>" in section and "<h3>point cloud</h3>" in section
+    assert "<tr><th>model.glb</th><td>1234</td></tr><tr><th>model.ply</th><td>1,522,224</td></tr>" in section
+    assert "<tr><th>formats</th><td>glb, ply</td></tr>" in section and "(a.jpg, b.jpg)<br>(b.jpg, c.jpg)" in section
+    assert "<tr><th>name</th><th>valid</th></tr><tr><td>a.jpg</td><td>0.9</td></tr>" in section
+    assert "0.0123457" in section and "<h2>Software</h2><table class='kv'><tr><th>python</th>" in page
