@@ -9,10 +9,15 @@ show whole), and the files say that the unit is unknown (glTF ``asset.extras``, 
 
 Colour: glTF ``COLOR_0`` and USD ``displayColor`` hold linear values, the photos' vertex colours are sRGB: they are
 linearised with the IEC 61966-2-1 curve when written there (PLY/OBJ vertex colours and textures stay sRGB).
+
+Texture: a textured mesh carries its sRGB image already encoded (``EncodedTexture``: PNG from the ``texture`` step's
+trimesh ``TextureVisuals``, JPEG for the mobile levels; glTF and AR Quick Look read both): glTF ``baseColorTexture``
+(sRGB by definition), usdz ``UsdUVTexture`` with ``sourceColorSpace`` sRGB reading the ``st`` primvar.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ if TYPE_CHECKING:  # pxr is heavy: imported when a usdz is written
 np = lazy.load("numpy")
 trimesh = lazy.load("trimesh")
 
+TEXTURE_FILES = {"image/png": "texture.png", "image/jpeg": "texture.jpg"}  # names inside a usdz, beside the usdc
 DISPLAY_SIZE_M = 1.0  # largest side of a model of unknown scale, in metres, as AR viewers will show it
 ROUGHNESS = 0.9  # photogrammetry surfaces (stone, plaster, bark) are mostly matte; 1.0 looks chalky
 UNKNOWN_SCALE_NOTE = ("The reconstruction's scale is unknown (structure from motion fixes shape, not size): the model "
@@ -60,6 +66,43 @@ def vertex_rgba(mesh: trimesh.Trimesh) -> np.ndarray | None:
     if mesh.visual.kind == "vertex":
         return np.asarray(mesh.visual.vertex_colors, dtype=np.uint8)
     return None
+
+
+def _texture_image(mesh: trimesh.Trimesh) -> object | None:
+    visual = mesh.visual
+    if visual.kind != "texture" or getattr(visual, "uv", None) is None:
+        return None
+    image = getattr(visual.material, "image", None)
+    return image if image is not None else getattr(visual.material, "baseColorTexture", None)
+
+
+def has_texture(mesh: trimesh.Trimesh) -> bool:
+    """Whether the mesh has UVs and a texture image (without encoding it)."""
+    return _texture_image(mesh) is not None
+
+
+@dataclass(frozen=True, eq=False)  # arrays do not compare as a bool
+class EncodedTexture:
+    """A base colour texture as the files carry it: per-vertex UVs in OBJ's and USD's convention (v up), the sRGB
+    image already encoded (the writers embed the bytes as they are) and its MIME type."""
+
+    uv: np.ndarray
+    data: bytes
+    mime_type: str  # a key of TEXTURE_FILES
+
+    def __post_init__(self) -> None:
+        if self.mime_type not in TEXTURE_FILES:
+            raise ValueError(f"texture MIME type {self.mime_type!r} is not one of {', '.join(TEXTURE_FILES)}")
+
+
+def texture_of(mesh: trimesh.Trimesh) -> EncodedTexture | None:
+    """A textured trimesh's UVs and its image as PNG (lossless: the texture step's bake), else None."""
+    image = _texture_image(mesh)
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG")
+    return EncodedTexture(np.asarray(mesh.visual.uv, dtype=np.float64), buf.getvalue(), "image/png")
 
 
 def unit_normals(mesh: trimesh.Trimesh) -> np.ndarray:
@@ -107,10 +150,12 @@ def place(vertices: np.ndarray, meters_per_unit: float = 0.0) -> Placement:
     return Placement(DISPLAY_SIZE_M / size if size > 0 else 1.0, offset, False)
 
 
-def write_usdz(mesh: trimesh.Trimesh, path: Path, placement: Placement) -> None:
+def write_usdz(mesh: trimesh.Trimesh, path: Path, placement: Placement, texture: EncodedTexture | None = None) -> None:
     """A one-layer usdc in a usdz: /Model (Xform, kind component) holding /Model/Mesh with linear displayColor,
-    bound to a UsdPreviewSurface that reads it (/Model/Materials/VertexColor); Y up, metersPerUnit = the
-    placement's scale; the unit's provenance in customLayerData."""
+    bound to a UsdPreviewSurface that reads it (/Model/Materials/VertexColor), or, for a textured mesh (``texture``,
+    else the mesh's own, see ``texture_of``), with ``primvars:st`` and a UsdPreviewSurface reading the packaged
+    image (/Model/Materials/Texture); Y up, metersPerUnit = the placement's scale; the unit's provenance in
+    customLayerData."""
     from pxr import Gf, Kind, Sdf, Usd, UsdGeom, UsdShade, UsdUtils, Vt
 
     points = placement.model(mesh.vertices).astype(np.float32)
@@ -137,10 +182,19 @@ def write_usdz(mesh: trimesh.Trimesh, path: Path, placement: Placement) -> None:
         lo, hi = points.min(axis=0), points.max(axis=0)
         geom.CreateExtentAttr(Vt.Vec3fArray([Gf.Vec3f(*map(float, lo)), Gf.Vec3f(*map(float, hi))]))
         rgba = vertex_rgba(mesh)
-        if rgba is not None:
-            linear = srgb_to_linear(rgba[:, :3]).astype(np.float32)
-            geom.CreateDisplayColorPrimvar(UsdGeom.Tokens.vertex).Set(Vt.Vec3fArray.FromNumpy(linear))
-        material = _material(stage, "/Model/Materials/VertexColor", vertex_colors=rgba is not None)
+        textured = texture if texture is not None else texture_of(mesh)
+        if textured is not None:
+            name = TEXTURE_FILES[textured.mime_type]
+            (Path(tmp) / name).write_bytes(textured.data)
+            UsdGeom.PrimvarsAPI(geom.GetPrim()).CreatePrimvar(
+                "st", Sdf.ValueTypeNames.TexCoord2fArray, UsdGeom.Tokens.vertex).Set(
+                Vt.Vec2fArray.FromNumpy(np.asarray(textured.uv, dtype=np.float32)))
+            material = _material(stage, "/Model/Materials/Texture", texture_file=name)
+        else:
+            if rgba is not None:
+                linear = srgb_to_linear(rgba[:, :3]).astype(np.float32)
+                geom.CreateDisplayColorPrimvar(UsdGeom.Tokens.vertex).Set(Vt.Vec3fArray.FromNumpy(linear))
+            material = _material(stage, "/Model/Materials/VertexColor", vertex_colors=rgba is not None)
         binding = UsdShade.MaterialBindingAPI.Apply(geom.GetPrim())
         binding.Bind(material)
         stage.GetRootLayer().Save()
@@ -149,10 +203,13 @@ def write_usdz(mesh: trimesh.Trimesh, path: Path, placement: Placement) -> None:
     _clear_zip_times(path)
 
 
-def _material(stage: Usd.Stage, path: str, vertex_colors: bool) -> UsdShade.Material:
-    """A matte UsdPreviewSurface; with ``vertex_colors`` its diffuse colour reads the mesh's displayColor."""
+def _material(stage: Usd.Stage, path: str, vertex_colors: bool = False,
+              texture_file: str | None = None) -> UsdShade.Material:
+    """A matte UsdPreviewSurface whose diffuse colour is the packaged image ``texture_file`` (sRGB) read at the
+    ``st`` primvar, or the mesh's displayColor (``vertex_colors``), else mid grey."""
     from pxr import Gf, Sdf, UsdGeom, UsdShade
 
+    grey = (0.18, 0.18, 0.18)
     UsdGeom.Scope.Define(stage, path.rsplit("/", 1)[0])
     material = UsdShade.Material.Define(stage, path)
     surface = UsdShade.Shader.Define(stage, f"{path}/Surface")
@@ -160,14 +217,28 @@ def _material(stage: Usd.Stage, path: str, vertex_colors: bool) -> UsdShade.Mate
     surface.CreateInput("metallic", Sdf.ValueTypeNames.Float).Set(0.0)
     surface.CreateInput("roughness", Sdf.ValueTypeNames.Float).Set(ROUGHNESS)
     diffuse = surface.CreateInput("diffuseColor", Sdf.ValueTypeNames.Color3f)
-    if vertex_colors:
+    if texture_file is not None:
+        reader = UsdShade.Shader.Define(stage, f"{path}/TexCoord")
+        reader.CreateIdAttr("UsdPrimvarReader_float2")
+        reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("st")
+        albedo = UsdShade.Shader.Define(stage, f"{path}/Albedo")
+        albedo.CreateIdAttr("UsdUVTexture")
+        albedo.CreateInput("file", Sdf.ValueTypeNames.Asset).Set(f"./{texture_file}")
+        albedo.CreateInput("sourceColorSpace", Sdf.ValueTypeNames.Token).Set("sRGB")
+        albedo.CreateInput("wrapS", Sdf.ValueTypeNames.Token).Set("clamp")
+        albedo.CreateInput("wrapT", Sdf.ValueTypeNames.Token).Set("clamp")
+        albedo.CreateInput("fallback", Sdf.ValueTypeNames.Float4).Set(Gf.Vec4f(*grey, 1.0))
+        albedo.CreateInput("st", Sdf.ValueTypeNames.Float2).ConnectToSource(
+            reader.CreateOutput("result", Sdf.ValueTypeNames.Float2))
+        diffuse.ConnectToSource(albedo.CreateOutput("rgb", Sdf.ValueTypeNames.Float3))
+    elif vertex_colors:
         reader = UsdShade.Shader.Define(stage, f"{path}/DisplayColor")
         reader.CreateIdAttr("UsdPrimvarReader_float3")
         reader.CreateInput("varname", Sdf.ValueTypeNames.String).Set("displayColor")
-        reader.CreateInput("fallback", Sdf.ValueTypeNames.Float3).Set(Gf.Vec3f(0.18, 0.18, 0.18))
+        reader.CreateInput("fallback", Sdf.ValueTypeNames.Float3).Set(Gf.Vec3f(*grey))
         diffuse.ConnectToSource(reader.CreateOutput("result", Sdf.ValueTypeNames.Float3))
     else:
-        diffuse.Set(Gf.Vec3f(0.18, 0.18, 0.18))
+        diffuse.Set(Gf.Vec3f(*grey))
     material.CreateSurfaceOutput().ConnectToSource(surface.CreateOutput("surface", Sdf.ValueTypeNames.Token))
     return material
 

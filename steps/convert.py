@@ -7,6 +7,11 @@ colours and a matte material: the glb written directly (``_glb``, optionally Dra
 usd-core (``UsdPreviewSurface`` reading ``displayColor``, packaged with ``UsdUtils.CreateNewUsdzPackage``). Every
 usdz must pass usd-core's validators and the ARKit rules (``_usd_check``); the glTF validator needs node, so it
 runs in the tests. The mesh is already in a +Y-up viewer frame (see ``point_cloud``).
+
+A textured mesh (the ``texture`` step's folder: ``mesh.obj`` + mtl + png) keeps its texture in glb
+(``baseColorTexture``), obj (``<basename>.mtl`` + ``<basename>.png`` beside it) and usdz (``UsdUVTexture``); the ply
+gets per-vertex sRGB colours sampled from the texture (vertices merged back across chart seams), as finalize's
+previews and ``mobile_lods`` read vertex colours.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pydantic import BaseModel
 
 from kai_flows.step import In, Out, step
 from kai_steps._colmap import ReconstructionInputError
-from kai_steps._export import ExportCheckError, Placement, check_usdz, place, write_usdz
+from kai_steps._export import ExportCheckError, Placement, check_usdz, has_texture, place, write_usdz
 from kai_steps._glb import DRACO_EXT, glb_bytes, glb_json
 from kai_steps._io import staged_dir, write_json
 
@@ -39,12 +44,14 @@ class ConvertSummary(BaseModel):
     files: dict[str, int]  # file name -> size in bytes
     num_vertices: int
     num_faces: int
+    textured: bool = False
 
 
 def _load_input(path: Path) -> trimesh.Trimesh:
+    """The mesh: a file, or a folder's ``mesh.obj`` (textured, from ``texture``) or else its ``mesh.ply``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "mesh.ply"
+        path = path / "mesh.obj" if (path / "mesh.obj").is_file() else path / "mesh.ply"
     if not path.is_file():
         raise ReconstructionInputError(f"mesh input {path} does not exist")
     try:
@@ -127,13 +134,44 @@ def check_glb_bytes(data: bytes, name: str, mesh: trimesh.Trimesh, draco: bool) 
         raise ExportCheckError(f"{name} lost its vertex colours")
 
 
+def _check_texture(path: Path, mesh: trimesh.Trimesh) -> None:
+    """A textured mesh's obj re-opens with its texture at full size and UVs on every vertex."""
+    back = trimesh.load(path, process=False, force="mesh")
+    image = mesh.visual.material.image
+    if not has_texture(back) or back.visual.material.image.size != image.size \
+            or len(back.visual.uv) != len(back.vertices):
+        raise ExportCheckError(f"{path.name} re-opened without its {image.size[0]} x {image.size[1]} texture")
+
+
+def vertex_coloured(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """A textured mesh as per-vertex sRGB colours sampled from its texture, vertices merged across chart seams
+    (where the split copies of a vertex differ, the first one's colour is kept); other meshes as they are."""
+    if not has_texture(mesh):
+        return mesh
+    colours = mesh.visual.to_color().vertex_colors
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=mesh.vertex_normals, vertex_colors=colours,
+                          process=False)
+    out.merge_vertices(merge_tex=True, merge_norm=True)
+    return out
+
+
 def _writers(draco: bool, placement: Placement) -> dict[str, Callable[[trimesh.Trimesh, Path], None]]:
     def glb(m: trimesh.Trimesh, p: Path) -> None:
         p.write_bytes(glb_bytes(m, placement, draco=draco, generator="kai-flows convert"))
 
+    def obj(m: trimesh.Trimesh, p: Path) -> None:
+        if has_texture(m):  # the mtl and png take the model's name: models/ may hold other meshes
+            m = m.copy()
+            m.visual.material = trimesh.visual.material.SimpleMaterial(
+                image=m.visual.material.image, diffuse=[255] * 4, name=p.stem)
+            m.export(p, file_type="obj", include_normals=True, include_texture=True, mtl_name=f"{p.stem}.mtl")
+            _check_texture(p, m)
+        else:
+            m.export(p, file_type="obj", include_normals=True, include_color=True)
+
     return {
         "glb": glb,
-        "obj": lambda m, p: m.export(p, file_type="obj", include_normals=True, include_color=True),
+        "obj": obj,
         "ply": lambda m, p: m.export(p, file_type="ply", encoding="binary"),
         "stl": lambda m, p: m.export(p, file_type="stl"),
         "usdz": lambda m, p: write_usdz(m, p, placement),
@@ -166,15 +204,15 @@ def convert(
     src = _load_input(Path(mesh))
     placement = place(src.vertices, scale)
     writers = _writers(draco, placement)
-    files: dict[str, int] = {}
     with staged_dir(Path(models)) as out:
         for fmt in dict.fromkeys(wanted):
             path = out / f"{basename}.{fmt}"
-            writers[fmt](src, path)
-            check_file(path, src)
-            files[path.name] = path.stat().st_size
+            exported = vertex_coloured(src) if fmt == "ply" else src  # the ply keeps vertex colours, always
+            writers[fmt](exported, path)
+            check_file(path, exported)
+        files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}  # with an obj's mtl and png
         summary = ConvertSummary(formats=list(dict.fromkeys(wanted)), files=files, num_vertices=len(src.vertices),
-                                 num_faces=len(src.faces))
+                                 num_faces=len(src.faces), textured=has_texture(src))
         # meters_per_unit only when known: mobile_lods passes it on to the levels of detail.
         write_json(out / "summary.json", {**summary.model_dump(), "draco": draco,
                                           "meters_per_unit": scale if scale > 0 else None,

@@ -26,7 +26,7 @@ NOT_IN_THE_IMAGE = {
     "kubernetes-validate": "lint's and deploy's Kubernetes schemas (108 MB); the coordinator validates nothing",
     "scipy": "steps", "imagehash": "steps", "opencv-python-headless": "steps", "pycolmap": "steps",
     "open3d": "steps", "trimesh": "steps", "dracopy": "steps", "usd-core": "steps", "fast-simplification": "steps",
-    "scikit-image": "steps", "torch": "steps",
+    "scikit-image": "steps", "torch": "steps", "xatlas": "steps",
 }
 
 

@@ -258,3 +258,58 @@ def test_mesh_without_faces_or_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReconstructionInputError, match="has no faces|cannot read mesh"):
         convert(tmp_path / "points", tmp_path / "models")
     assert not (tmp_path / "models").exists()
+
+
+def textured_mesh_folder(folder: Path) -> trimesh.Trimesh:
+    """A 1,280-face sphere with a 256 x 256 texture (red top half, blue bottom half) and UVs from its latitude,
+    written as the texture step writes it: ``folder/mesh.obj`` + mtl + png."""
+    from kai_steps.texture import textured_mesh
+
+    m = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    m.vertices += OFFSET
+    lat = (m.vertices[:, 1] - OFFSET[1] + 0.5)  # 0 at the bottom, 1 at the top
+    uv = np.stack([np.full(len(m.vertices), 0.5), 1.0 - lat], axis=1)[m.faces]  # glTF convention, v down
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:128] = (220, 30, 30)
+    image[128:] = (30, 30, 220)
+    out = textured_mesh(m.vertices, m.faces, m.vertex_normals, uv, image)
+    folder.mkdir(parents=True, exist_ok=True)
+    out.export(folder / "mesh.obj", file_type="obj", include_normals=True)
+    return out
+
+
+def test_a_textured_mesh_keeps_its_texture_in_every_format(tmp_path: Path, gltf_validator: Callable) -> None:
+    from pxr import Usd, UsdGeom
+
+    src = textured_mesh_folder(tmp_path / "mesh")
+    s = convert(tmp_path / "mesh", tmp_path / "a")
+    convert(tmp_path / "mesh", tmp_path / "b", formats=["glb", "usdz"])
+    convert(tmp_path / "mesh", tmp_path / "draco", formats=["glb"], draco=True)
+    assert s.textured and s.num_faces == 1280
+    assert set(s.files) == {f"model.{f}" for f in ("glb", "obj", "mtl", "png", "ply", "stl", "usdz")}
+    reports = gltf_validator(tmp_path / "a" / "model.glb", tmp_path / "draco" / "model.glb")
+    assert reports[str(tmp_path / "a" / "model.glb")]["issues"]["numWarnings"] == 0
+    gltf, _ = glb_chunks(tmp_path / "a" / "model.glb")
+    assert gltf["images"][0]["mimeType"] == "image/png" and gltf["textures"] == [{"sampler": 0, "source": 0}]
+    # the top of the sphere reads the red half of the texture: glTF's v runs down the image
+    glb = primitive_arrays(tmp_path / "a" / "model.glb")
+    top = glb["POSITION"][:, 1] > glb["POSITION"][:, 1].max() - 0.1
+    assert (glb["TEXCOORD_0"][top, 1] < 0.5).all() and "COLOR_0" not in glb
+    draco = primitive_arrays(tmp_path / "draco" / "model.glb")
+    top = draco["POSITION"][:, 1] > draco["POSITION"][:, 1].max() - 0.1
+    assert (draco["TEXCOORD_0"][top, 1] < 0.5).all()
+    # obj re-opens with its texture; the ply carries the texture's colours per vertex, seams merged back
+    obj = trimesh.load(tmp_path / "a" / "model.obj", process=False, force="mesh")
+    assert obj.visual.kind == "texture" and obj.visual.material.image.size == (256, 256)
+    ply = trimesh.load(tmp_path / "a" / "model.ply", process=False)
+    colours = np.asarray(ply.visual.vertex_colors)[:, :3].astype(int)
+    high = ply.vertices[:, 1] > OFFSET[1] + 0.2
+    low = ply.vertices[:, 1] < OFFSET[1] - 0.2
+    assert (colours[high, 0] > 200).all() and (colours[low, 2] > 200).all()
+    assert len(ply.vertices) == 642 and len(src.vertices) >= 642
+    # usdz: st primvar read by a UsdUVTexture; ARKit-clean (convert checks it); same bytes every time
+    stage = Usd.Stage.Open(str(tmp_path / "a" / "model.usdz"))
+    st = UsdGeom.PrimvarsAPI(stage.GetPrimAtPath("/Model/Mesh")).GetPrimvar("st")
+    np.testing.assert_allclose(np.array(st.Get()), src.visual.uv, atol=1e-6)
+    for name in ("model.glb", "model.usdz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
