@@ -1,7 +1,8 @@
-"""Publishing step outputs whole or not at all."""
+"""Publishing step outputs whole or not at all, and what the published files are (sha256)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -28,3 +29,12 @@ def staged_dir(out: Path) -> Iterator[Path]:
 
 def write_json(path: Path, data: Any) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256 in hex, read in 1 MiB blocks (delivered models run to hundreds of MB)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,7 +1,10 @@
-"""Levels of detail: find the model, decimate it keeping vertex colours, measure how far each LOD strays."""
+"""Levels of detail: the named levels and their caps, finding the model, decimating it keeping vertex colours,
+measuring how far each level strays."""
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,52 @@ trimesh = lazy.load("trimesh")
 MODEL_SUFFIXES = (".ply", ".glb", ".obj")  # in order of preference: ply carries vertex colours losslessly
 BORDER_SLACK = 1.02  # a LOD may exceed its face target by 2% before the held border is let go
 
+# Apple's Object Capture detail levels and their triangle caps (each level has fewer triangles than its cap),
+# coarsest first. AR Quick Look's guidance is 100k polygons, so "full" is for web viewers on capable devices.
+LEVELS = {"preview": 25_000, "reduced": 50_000, "medium": 100_000, "full": 250_000}
+
+
+def level_target(name: str) -> int:
+    """The face target that keeps a level under its cap even when decimation overshoots by ``BORDER_SLACK``."""
+    return int((LEVELS[name] - 1) / BORDER_SLACK)
+
+
+def plan_levels(names: list[str], faces: int) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """The levels to build as (name, face target) coarsest first, and the skipped ones with the reason. A level is
+    skipped when the level below it already holds the whole source (it would be the same mesh); the coarsest level
+    asked for always exists."""
+    if not names:
+        raise ReconstructionInputError(f"levels is empty: name at least one of {', '.join(LEVELS)}")
+    unknown = [n for n in names if n not in LEVELS]
+    if unknown:
+        raise ReconstructionInputError(f"unknown level name(s) {', '.join(map(repr, unknown))}; "
+                                       f"known: {', '.join(LEVELS)}")
+    kept: list[tuple[str, int]] = []
+    skipped: dict[str, str] = {}
+    for name in (n for n in LEVELS if n in names):
+        if kept and faces <= kept[-1][1]:
+            skipped[name] = (f"the source has {faces} faces, which {kept[-1][0]} already holds whole "
+                             f"(a {name} level needs more than {level_target(kept[-1][0])})")
+            continue
+        kept.append((name, min(faces, level_target(name))))
+    return kept, skipped
+
+
+def level_table(folder: Path, key: str, what: str, producer: str) -> list[dict]:
+    """The non-empty level table ``key`` of the summary.json that ``producer`` wrote in ``folder`` (called ``what``
+    in the errors)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReconstructionInputError(f"{what} {folder} does not exist")
+    try:
+        rows = json.loads((folder / "summary.json").read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ReconstructionInputError(f"{what} {folder} holds no summary.json with a level table "
+                                       f"(run {producer} first)") from None
+    if not rows:
+        raise ReconstructionInputError(f"{what} {folder} lists no levels")
+    return rows
+
 
 def _ply_has_colors(path: Path) -> bool:
     with path.open("rb") as f:
@@ -27,8 +76,28 @@ def _ply_has_colors(path: Path) -> bool:
     return b"property uchar red" in header or b"property float red" in header
 
 
+def _textured(path: Path) -> bool:
+    """Whether a glb or obj carries a base colour texture (read from its header or mtl, not loaded)."""
+    try:
+        if path.suffix.lower() == ".glb":
+            from kai_steps._glb import glb_json
+
+            return bool(glb_json(path.read_bytes()[:1 << 20]).get("textures"))
+        if path.suffix.lower() == ".obj":
+            with path.open("rb") as f:
+                head = f.read(1 << 16)
+            libs = [line.split(None, 1)[1].strip() for line in head.decode(errors="replace").splitlines()
+                    if line.startswith("mtllib ") and len(line.split(None, 1)) == 2]
+            return any(b"map_Kd" in (path.parent / lib).read_bytes() for lib in libs if (path.parent / lib).is_file())
+    except (OSError, ValueError, KeyError, struct.error):
+        return False
+    return False
+
+
 def find_model(models: Path) -> Path:
-    """The mesh file to read: ``models`` itself, or the preferred mesh in the folder (a coloured ply first)."""
+    """The mesh file to read: ``models`` itself, or the preferred mesh in the folder: a textured obj or glb first
+    (convert's folder holds both beside a ply whose colours were sampled from that texture at the vertices, which
+    the levels would inherit), else a coloured ply."""
     models = Path(models)
     if models.is_file():
         return models
@@ -39,9 +108,12 @@ def find_model(models: Path) -> Path:
     if not found:
         raise ReconstructionInputError(f"model folder {models} holds no {', '.join(MODEL_SUFFIXES)} mesh")
 
-    def rank(p: Path) -> tuple[int, int, str]:
+    def rank(p: Path) -> tuple[int, int, int, str]:
         kind = MODEL_SUFFIXES.index(p.suffix.lower())
-        return kind, 0 if kind == 0 and _ply_has_colors(p) else 1, p.name
+        # obj before glb among textured ones: it keeps the source's frame and units, as the ply does
+        if _textured(p):
+            return 0, -kind, 0, p.name
+        return 1, kind, 0 if kind == 0 and _ply_has_colors(p) else 1, p.name
 
     return min(found, key=rank)
 
@@ -107,6 +179,9 @@ def decimate(mesh: trimesh.Trimesh, faces: int, colors_from: trimesh.Trimesh | N
         _, idx = scipy.spatial.cKDTree(source.vertices).query(v)
         rgba = np.asarray(source.visual.vertex_colors, dtype=np.uint8)[idx]
     out = trimesh.Trimesh(v, f, vertex_colors=rgba, process=False)
+    # Collapses leave a few slivers of no area (55 of 49k faces on an 82k-face sphere); Draco drops them when it
+    # quantizes, so a level would not re-open with its own face count
+    out.update_faces(out.nondegenerate_faces())
     out.remove_unreferenced_vertices()
     return out
 

@@ -22,7 +22,6 @@ and everything else stay byte-identical between two runs of the same photos.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import platform
@@ -38,9 +37,10 @@ from PIL import Image
 from pydantic import BaseModel
 
 from kai_flows.step import OptionalIn, Out, step
-from kai_steps._io import staged_dir, write_json
+from kai_steps._io import sha256_file, staged_dir, write_json
 from kai_steps._render import preview_views
 from kai_steps._report_cameras import camera_pictures, load_cameras, viewer_from_model
+from kai_steps._report_held_out import held_out_views
 from kai_steps._report_page import FILES, MODEL_DATA, VIEWER, Content, model_data_script, page, timings_script
 from kai_steps._report_photos import read_scores
 
@@ -75,13 +75,6 @@ class FinalizeSummary(BaseModel):
     cameras: int = 0  # posed photos drawn around the model
     photos: int = 0  # photos in the quality gate's table
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _parse_json(text: str, what: str, notes: list[str]) -> Any:
@@ -291,6 +284,7 @@ def finalize(
     mesh: OptionalIn[Path] = None,
     quality: OptionalIn[Path] = None,
     images: OptionalIn[Path] = None,
+    held_out: OptionalIn[Path] = None,
 ) -> FinalizeSummary:
     """Write ``report/index.html`` (with the interactive model), ``report/manifest.json``,
     ``report/preview_{front,left,right}.png``, the delivered files under ``report/files/`` and the viewer under
@@ -302,7 +296,9 @@ def finalize(
     Optional, each adding a section: ``sparse`` (camera_poses' COLMAP model) draws the cameras around the model in
     ``report/cameras_{above,side}.png``, placed by the ``viewer_from_model`` that the models' or ``mesh``'s
     summary.json records; ``quality`` (the quality gate's report folder) lists every photo's scores, and with
-    ``images`` (the photos) shows thumbnails of the flagged ones (``report/photos/``)."""
+    ``images`` (the photos) shows thumbnails of the flagged ones (``report/photos/``); ``held_out`` (the radiance
+    field's ``held_out/`` renders) shows each held-out photo beside the field's render with its PSNR and SSIM
+    (``report/held_out/``)."""
     notes: list[str] = []
     failure_list = _failures(_parse_json(failures, "failures", notes),
                              "quality-gate" if workflow_status == "Rejected" else "unknown")
@@ -322,7 +318,7 @@ def finalize(
         "status": workflow_status,
         "failures": failure_list,
         "files": [{"path": str(p.relative_to(base)) if base else p.name, "size": p.stat().st_size,
-                   "sha256": _sha256(p)} for p in files],
+                   "sha256": sha256_file(p)} for p in files],
         "metrics": metric_values,
         "versions": _versions(),
     }
@@ -342,6 +338,8 @@ def finalize(
     if quality is not None and Path(quality).exists():
         photos = read_scores(Path(quality), Path(images) if images is not None and Path(images).is_dir() else None,
                              notes)
+    views = held_out_views(Path(held_out) if held_out is not None else None,
+                           Path(images) if images is not None else None, notes)
     viewer = _viewer_model(files, base, notes)
     glb = (base / viewer[0] if base else files[0]) if viewer else None
     # Opened from disk the page reads the glb from a script (see _report_page); not for a Draco glb, whose
@@ -352,10 +350,11 @@ def finalize(
     content = Content(title=title, how=how, status=workflow_status, workflow=workflow_name, failures=failure_list,
                       notes=notes, files=manifest["files"], metrics=metric_values, versions=manifest["versions"],
                       previews=previews, cameras={CAMERA_CAPTIONS[n]: n for n in cameras}, num_cameras=num_cameras,
-                      photos=photos, viewer=viewer[0] if viewer else None, draco=bool(viewer and viewer[1]),
-                      model_data=model_data, timed=bool(times))
+                      photos=photos, held_out=views, viewer=viewer[0] if viewer else None,
+                      draco=bool(viewer and viewer[1]), model_data=model_data, timed=bool(times))
     with staged_dir(Path(report)) as out:
-        for name, data in {**previews, **cameras, **(photos.thumbs if photos else {})}.items():
+        for name, data in {**previews, **cameras, **(photos.thumbs if photos else {}),
+                           **(views.files if views else {})}.items():
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
         for f, entry in zip(files, manifest["files"], strict=True):
