@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kai_steps import _report_tables as tables
+from kai_steps._report_held_out import HeldOut, held_out_html
 from kai_steps._report_photos import PhotoScores, scores_html
 
 FILES = "files"  # the delivered files, copied beside the page
@@ -32,6 +33,8 @@ STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0
          "table table{margin:-3px -8px}.failed{background:#fde8e8;border:1px solid #c33;padding:0 1em}"
          ".ok{background:#e8f5e9;border:1px solid #2e7d32;padding:0 1em}.previews{display:flex;gap:8px;"
          "flex-wrap:wrap}figure{margin:0}.previews img{width:320px}.cameras img{width:480px}"
+         ".held-out{display:flex;gap:12px;flex-wrap:wrap}.pair{display:flex;gap:4px;flex-wrap:wrap}"
+         ".pair h3{width:100%;font-size:1em;margin:.3em 0}.pair img{width:300px}"
          "model-viewer{width:100%;height:520px;background:#f5f5f5}.hint{color:#555;font-size:90%}"
          ".files code{font-size:80%}.times td.timeline{width:60%}.bar{height:12px;background:#4a7fd0}"
          ".photos tr.flagged td{background:#fff4e5}.thumb img{max-width:160px;max-height:160px;display:block}"
@@ -53,6 +56,7 @@ class Content:
     cameras: dict[str, str] = field(default_factory=dict)  # caption -> report-relative picture
     num_cameras: int = 0
     photos: PhotoScores | None = None
+    held_out: HeldOut | None = None  # the radiance field's held-out views beside its renders
     viewer: str | None = None  # the glb's path under files/
     draco: bool = False
     model_data: bool = False  # viewer/model-data.js was written (for a page opened from disk)
@@ -140,6 +144,8 @@ def page(c: Content) -> str:
         parts.append(f"<h2>Cameras</h2><p>Where the {c.num_cameras} photos were taken from, each drawn as a small "
                      "pyramid pointing the way its camera looked (the thick edge is the top of the picture).</p>"
                      f"<div class='previews cameras'>{imgs}</div>")
+    if c.held_out is not None:
+        parts.append(held_out_html(c.held_out))
     if c.photos is not None:
         parts.append(scores_html(c.photos))
     if c.timed:

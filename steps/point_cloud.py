@@ -21,6 +21,7 @@ from kai_steps._colmap import ReconstructionInputError, load_views
 from kai_steps._geometry import canonical_mesh, canonical_points, viewer_rotation
 from kai_steps._io import staged_dir, write_json
 from kai_steps._stereo import depth_maps, fuse
+from kai_steps.sizing import MEMORY_MAX
 
 # Heavy libraries load on first use: declaring a pipeline imports this module, running the step uses them.
 np = lazy.load("numpy")
@@ -38,7 +39,9 @@ class PointCloudSummary(BaseModel):
 
 
 # Peak RSS measured: 0.85 GiB (11 views, 1000 px, medium), 1.5 GiB (30 views), 1.9 GiB (11 views, 1600 px, high).
-@step(image="geometry", cpu="2", memory="4Gi", pool="memory-optimized", timeout="45m")
+# Sized per job (kai_steps.sizing): `memory` is what a task that does not plan gets.
+@step(image="geometry", cpu="2", memory="4Gi", memory_max=MEMORY_MAX["point_cloud"], pool="memory-optimized",
+      timeout="45m")
 def point_cloud(
     images: In[Path],
     sparse: In[Path],

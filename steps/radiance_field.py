@@ -275,7 +275,8 @@ def radiance_field(
     min_psnr_gain: float | None = DEFAULT_MIN_PSNR_GAIN,
 ) -> FieldSummary:
     """Write ``field/field.pt`` (grids, box, viewer rotation), ``field/summary.json`` (scores, per held-out view
-    too) and ``field/held_out/*.png`` (the held-out views as the field renders them). Fails, publishing nothing,
+    too) and ``field/held_out/*.png`` (the held-out views as the field renders them, their scores in
+    ``held_out/scores.json``). Fails, publishing nothing,
     when the held-out PSNR does not beat the constant-colour baseline by ``min_psnr_gain`` dB (None: no gate)."""
     dev = _device(device)
     if min_psnr_gain is not None and not math.isfinite(min_psnr_gain):
@@ -306,6 +307,9 @@ def radiance_field(
             (out / "held_out").mkdir()
             for name, image in renders.items():
                 Image.fromarray(image).save(out / "held_out" / f"{Path(name).stem}.png")
+            # Beside the renders, so that the report (which receives this folder alone) shows each one's scores.
+            write_json(out / "held_out" / "scores.json", {"psnr": psnr, "baseline_psnr": base,
+                                                          "views": scores["held_out_per_view"]})
         summary = FieldSummary(psnr=psnr, baseline_psnr=base, ssim=scores["ssim"], train_psnr=scores["train_psnr"],
                                iterations=iterations, grid=list(torch_field.shape), num_views=len(views),
                                device=str(dev))

@@ -1,4 +1,5 @@
-"""Memory for the heavy steps of one job, from the number of photos and the working resolutions of its tier.
+"""Memory for the heavy steps of one job, from the number of photos and the working resolutions of its tier
+(``plan_reconstruction`` plans it).
 
 The steps whose peak memory grows with the job (``@step(memory_max=...)``) take the figure planned here through
 their ``kai-memory`` parameter, which Argo applies to the pod through podSpecPatch: a 300-photo job gets what it
@@ -13,10 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from kai_flows.argo.units import parse_quantity
-from kai_flows.step import step
 
 GIB = 1024**3
 HEADROOM = 1.5  # over the model: allocator slack, and the spread between photo sets of the same size
@@ -42,8 +40,9 @@ class MemoryModel:
 
 
 MODELS: dict[str, MemoryModel] = {
-    # Peak RSS measured with bench/scale.py (synthetic captures) and the shared datasets: see README "Resources".
-    "camera_poses": MemoryModel(base=0.6, per_megapixel_view=0.012, floor="1Gi",
+    # 535 MiB at 30 and 100 views, 806 MiB at 200 (960x720): ~2.3 MiB per megapixel-view; twice that here, as
+    # phone photos at the working size carry more features than the synthetic views.
+    "camera_poses": MemoryModel(base=0.55, per_megapixel_view=0.0045, floor="1Gi",
                                 source="bench/scale.py camera-poses peaks at 30/100/200 views"),
     "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor="1Gi",
                                source="point_cloud peaks: 0.85 GiB 11 views 1000 px, 1.5 GiB 30 views, "
@@ -52,12 +51,6 @@ MODELS: dict[str, MemoryModel] = {
 # The most each sized step may be given (its @step memory_max, which reads it from here): the largest node of its
 # pool leaves room for the kubelet and Argo's executor.
 MEMORY_MAX = {"camera_poses": "16Gi", "point_cloud": "32Gi"}
-
-
-class ResourcePlan(BaseModel):
-    camera_poses: str  # Kubernetes quantities, e.g. "2304Mi"
-    point_cloud: str
-    photos: int
 
 
 def planned_memory(name: str, photos: int, image_size: int) -> str:
@@ -72,16 +65,3 @@ def planned_memory(name: str, photos: int, image_size: int) -> str:
             f"{name.replace('_', '-')} would need about {mib / 1024:.1f} GiB for {photos} photos at {image_size} px, "
             f"above its maximum of {ceiling}: use a lower quality tier or fewer photos")
     return f"{mib}Mi"
-
-
-@step(image="quality", cpu="100m", memory="128Mi", timeout="2m")
-def size_reconstruction(photos: int, max_image_size: int, dense_image_size: int) -> ResourcePlan:
-    """Memory for camera-poses (at ``max_image_size``) and point-cloud (at ``dense_image_size``) for ``photos``
-    photos (the quality gate's usable count)."""
-    if photos < 1:
-        raise ValueError(f"photos must be at least 1, got {photos}")
-    for label, size in (("max_image_size", max_image_size), ("dense_image_size", dense_image_size)):
-        if not 64 <= size <= 16384:
-            raise ValueError(f"{label} must be between 64 and 16384 pixels, got {size}")
-    return ResourcePlan(camera_poses=planned_memory("camera_poses", photos, max_image_size),
-                        point_cloud=planned_memory("point_cloud", photos, dense_image_size), photos=photos)

@@ -3,9 +3,10 @@
 quality gate (fan-out) -> verdict branches with `when`:
   reject  -> a rejection report, nothing else runs;
   enhance -> preprocessing with enhancement, then as proceed;
-  proceed -> preprocess -> camera poses (pycolmap SfM) -> SURFACE -> format conversion -> finalize.
+  proceed -> preprocess -> camera poses (pycolmap SfM) -> SURFACE -> texture -> format conversion -> finalize.
 SURFACE is dense points (SGBM + TSDF) and a Poisson mesh in `reconstruction`, and a radiance field (torch, on a
 GPU pool; CPU allowed) with marching-cubes extraction in `radiance-field`.
+The texture step bakes a UV-atlas texture from the photos onto the surface (``texture=false``: vertex colours only).
 The exit handler writes a failure report whenever the run does not succeed, saying where and why.
 """
 
@@ -34,6 +35,7 @@ from kai_steps.point_cloud import point_cloud
 from kai_steps.preprocess import preprocess
 from kai_steps.quality import aggregate_quality, assess_image, list_images
 from kai_steps.radiance_field import DEFAULT_MIN_PSNR_GAIN, field_mesh, radiance_field
+from kai_steps.texture import texture
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Front:
     """What the shared first half hands to a surface: posed images and the plan."""
 
     gate: Task
+    images: ArtifactRef  # the photos as uploaded (the report shows the flagged ones)
     plan: Task
     preprocessed: ArtifactRef
     poses: Task
@@ -65,39 +68,49 @@ def _front(p: Pipeline) -> Front:
     verdict = gate["verdict"]
     # The rejection and success reports leave out the run's (random) name: same photos, same report bytes.
     p.task(finalize, name="report-rejection", workflow_status="Rejected", failures=gate["reasons"],
-           metrics=gate.result, pipeline=p.name, when=verdict == "reject")
-    plan = p.task(plan_reconstruction, quality_tier=tier, verdict=verdict, when=verdict != "reject")
+           metrics=gate.result, pipeline=p.name, quality=gate["report"], images=images, when=verdict == "reject")
+    plan = p.task(plan_reconstruction, quality_tier=tier, verdict=verdict, photos=gate["usable"],
+                  when=verdict != "reject")
     # `.Succeeded`: when the plan is skipped (rejected set) everything after it is Omitted, not run.
     pre = p.task(preprocess, images=images, max_image_size=plan["max_image_size"], enhance=plan["enhance"],
                  depends=f"{plan.name}.Succeeded")
     poses = p.task(camera_poses, images=pre["out"], max_image_size=plan["max_image_size"],
-                   min_registered_fraction=min_registered, deterministic=deterministic)
-    return Front(gate, plan, pre["out"], poses, deterministic)
+                   min_registered_fraction=min_registered, deterministic=deterministic,
+                   memory=plan["camera_poses_memory"])
+    return Front(gate, images, plan, pre["out"], poses, deterministic)
 
 
 def _tail(p: Pipeline, front: Front, surface: Task, surface_metrics: dict[str, ParamRef],
-          surface_tasks: tuple[Task, ...]) -> None:
+          surface_tasks: tuple[Task, ...], report_inputs: dict[str, ArtifactRef] | None = None) -> None:
     formats = p.param("formats", list[str], default=["glb", "obj", "ply", "stl", "usdz"],
                       description="model formats to export")
     draco = p.param("draco", bool, default=False, description="Draco-compress the glb")
     scale = p.param("meters_per_unit", float, default=0.0,
                     description="the model's scale in metres per unit when known (e.g. from a measured distance); "
                                 "0: unknown, the glb and usdz show the model 1 m across and say so")
-    models = p.task(convert, mesh=surface["mesh"], formats=formats, draco=draco, meters_per_unit=scale)
+    textured = p.param("texture", bool, default=True,
+                       description="bake a texture from the photos (size by quality tier); false: vertex colours")
+    tex = p.task(texture, mesh=surface["mesh"], images=front.preprocessed, sparse=front.poses["sparse"],
+                 texture_size=front.plan["texture_size"], face_budget=front.plan["texture_face_budget"],
+                 max_image_size=front.plan["max_image_size"], enabled=textured)
+    models = p.task(convert, mesh=tex["textured"], formats=formats, draco=draco, meters_per_unit=scale)
     pre = p.tasks["preprocess"]
-    final = p.task(finalize, models=models["models"], workflow_status="Succeeded",
+    final = p.task(finalize, models=models["models"], workflow_status="Succeeded", sparse=front.poses["sparse"],
+                   mesh=surface["mesh"], quality=front.gate["report"], images=front.images, **(report_inputs or {}),
                    metrics=json_object(quality=front.gate.result, preprocess=pre.result,
-                                       camera_poses=front.poses.result, **surface_metrics, convert=models.result),
+                                       camera_poses=front.poses.result, **surface_metrics, texture=tex.result,
+                                       convert=models.result),
                    # Each step's wall time as Argo records it (the fan-out of photo assessments has none in Argo's
                    # scope); the report keeps them out of its deterministic pages (timings.json).
                    timings=task_times(p.tasks["list-images"], front.gate, front.plan, pre, front.poses,
-                                      *surface_tasks, models),
+                                      *surface_tasks, tex, models),
                    pipeline=p.name)
     on_failure = p.on_exit(finalize, when=WORKFLOW_STATUS != "Succeeded", workflow_status=WORKFLOW_STATUS,
                            failures=WORKFLOW_FAILURES, workflow_name=WORKFLOW_NAME, pipeline=p.name)
     p.output("quality", front.gate["report"])
     p.output("cameras", front.poses["sparse"])
     p.output("mesh", surface["mesh"])
+    p.output("textured", tex["textured"])
     p.output("models", models["models"])
     p.output("report", final["report"])
     p.output("rejection", p.tasks["report-rejection"]["report"])
@@ -114,7 +127,8 @@ def build() -> Pipeline:
     method = p.param("mesh_method", Literal["poisson", "tsdf"], default="poisson",
                      description="surface from the dense points (poisson) or the fused depth maps (tsdf)")
     dense = p.task(point_cloud, images=front.preprocessed, sparse=front.poses["sparse"],
-                   max_image_size=front.plan["dense_image_size"], density=front.plan["density"])
+                   max_image_size=front.plan["dense_image_size"], density=front.plan["density"],
+                   memory=front.plan["point_cloud_memory"])
     surface = p.task(mesh, dense=dense["dense"], method=method, face_budget=front.plan["face_budget"],
                      deterministic=front.deterministic)
     _tail(p, front, surface, {"point_cloud": dense.result, "mesh": surface.result}, (dense, surface))
@@ -136,5 +150,7 @@ def build_radiance_field() -> Pipeline:
     field = p.task(radiance_field, images=front.preprocessed, sparse=front.poses["sparse"], iterations=iterations,
                    grid_size=grid, min_psnr_gain=gain)
     surface = p.task(field_mesh, field=field["field"], face_budget=front.plan["face_budget"])
-    _tail(p, front, surface, {"radiance_field": field.result, "mesh": surface.result}, (field, surface))
+    # The report shows the held-out photos beside the field's renders of them.
+    _tail(p, front, surface, {"radiance_field": field.result, "mesh": surface.result}, (field, surface),
+          {"held_out": field["field"].sub("held_out")})
     return p

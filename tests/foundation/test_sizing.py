@@ -9,7 +9,8 @@ from kai_flows.engine import run_pipeline
 from kai_flows.lint import Document, lint_documents
 from kai_flows.pipeline import Pipeline, PipelineError
 from kai_flows.step import step
-from kai_steps.sizing import JobTooLargeError, planned_memory, size_reconstruction
+from kai_steps.plan import plan_reconstruction
+from kai_steps.sizing import JobTooLargeError, planned_memory
 from tests.foundation.steps_fixture import count_lines, plan_memory, sized_work
 
 
@@ -63,12 +64,12 @@ def test_memory_on_an_unsized_step_or_beyond_its_max_is_refused_by_name():
 
 
 def test_the_plan_grows_with_the_job_and_refuses_what_no_pod_may_get():
-    small = size_reconstruction(photos=10, max_image_size=1600, dense_image_size=1000)
-    large = size_reconstruction(photos=300, max_image_size=1600, dense_image_size=1000)
-    mib = {k: int(v.removesuffix("Mi")) for k, v in small.model_dump(exclude={"photos"}).items()}
-    big = {k: int(v.removesuffix("Mi")) for k, v in large.model_dump(exclude={"photos"}).items()}
-    assert all(mib[k] < big[k] for k in mib)
-    assert mib["point_cloud"] <= 2048, "a 10-photo job does not reserve a large job's memory"
+    small, large = (plan_reconstruction("standard", photos=n) for n in (10, 300))
+    keys = ("camera_poses_memory", "point_cloud_memory")
+    mib = {k: int(getattr(small, k).removesuffix("Mi")) for k in keys}
+    big = {k: int(getattr(large, k).removesuffix("Mi")) for k in keys}
+    assert all(mib[k] < big[k] for k in keys)
+    assert mib["point_cloud_memory"] <= 2048, "a 10-photo job does not reserve a large job's memory"
     with pytest.raises(JobTooLargeError, match=r"point-cloud would need about .* GiB for 2000 photos at 1600 px, "
                                                r"above its maximum of 32Gi"):
         planned_memory("point_cloud", 2000, 1600)

@@ -13,9 +13,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from kai_flows.argo.units import parse_quantity
 from kai_flows.engine.runner import RunResult, run_pipeline
 from kai_flows.evaluate import evaluate
 from kai_flows.pipeline import Pipeline, PipelineError, task_times
+from kai_steps._glb import glb_json
+from kai_steps.plan import plan_reconstruction
 from kai_steps.sample_scene import render_sample_scene
 from tests.conftest import REPO
 
@@ -54,7 +57,7 @@ def test_the_finalizer_gets_the_pipelines_name_and_argos_times_of_each_step(temp
     assert set(calls) == {"finalize", "report-rejection"}
     assert all(c["pipeline"] == template for c in calls.values())
     timings = calls["finalize"]["timings"]
-    steps = [*TIMED, *surface, "convert"]
+    steps = [*TIMED, *surface, "texture", "convert"]
     assert timings == "{" + ", ".join(f'"{t}": ["{{{{tasks.{t}.startedAt}}}}", "{{{{tasks.{t}.finishedAt}}}}"]'
                                       for t in steps) + "}"
     [handler] = [t for t in wt["spec"]["templates"] if t["name"] == wt["spec"]["onExit"]]
@@ -83,7 +86,7 @@ def _check_report(result: RunResult, title: str, surface: list[str]) -> None:
     page = (report / "index.html").read_text()
     assert f"<h1>{title}: Succeeded</h1>" in page
     times = {t["step"]: t for t in json.loads((report / "timings.json").read_text())["steps"]}
-    assert list(times) == [*TIMED, *surface, "convert"]  # in the order they started
+    assert list(times) == [*TIMED, *surface, "texture", "convert"]  # in the order they started
     for name, t in times.items():
         node = result.node(name)
         assert t["startedAt"] == node.started_at and t["finishedAt"] == node.finished_at, name
@@ -106,7 +109,7 @@ def test_too_few_photos_are_rejected_with_a_report_and_nothing_else_runs(tmp_pat
     assert p["report-rejection"] == "Succeeded"
     assert p["plan-reconstruction"] == "Skipped"  # when false
     assert p["onExit.finalize"] == "Skipped"  # the exit handler reports failures only
-    for task in ("preprocess", "camera-poses", "point-cloud", "mesh", "convert", "finalize"):
+    for task in ("preprocess", "camera-poses", "point-cloud", "mesh", "texture", "convert", "finalize"):
         assert p[task] == "Omitted", task  # depends not satisfied: omission cascades
     report = (result.outputs["rejection"] / "index.html").read_text()
     assert "at least 3 are needed" in report
@@ -168,12 +171,21 @@ def test_sample_scene_becomes_an_accurate_model(tmp_path):
     assert accuracy.fscore_1pct >= 0.7
     over = [n.display_name for n in result.nodes.values() if n.over_memory_limit]
     assert not over, f"steps over their declared memory limit: {over}"
+    # The sized steps ran with the memory the plan gave this job (through their podSpecPatch), not the default.
+    usable = json.loads((result.outputs["quality"] / "quality.json").read_text())["usable"]
+    plan = plan_reconstruction("draft", photos=usable)
+    assert result.node("point-cloud").memory_limit_bytes == parse_quantity(plan.point_cloud_memory)
+    # The delivered glb carries the texture baked from the photos.
+    glb = glb_json((models / "model.glb").read_bytes())
+    assert glb["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"] == 0 and glb["images"]
 
 
 @pytest.mark.slow
 def test_radiance_field_pipeline_runs_its_gpu_step_on_the_cpu(tmp_path, small_sample):
     result = run_pipeline(REPO / "workflow_templates" / "radiance-field.yaml",
-                          parameters={"iterations": "100", "grid_size": "40", "quality_tier": "draft"},
+                          # texture=false: the sample-scene test covers texturing; this one the field's path
+                          parameters={"iterations": "100", "grid_size": "40", "quality_tier": "draft",
+                                      "texture": "false"},
                           inputs={"images": small_sample / "images"}, out=tmp_path / "out", progress=False,
                           cache=tmp_path / "cache")
     assert result.phase == "Succeeded", result.message
@@ -181,5 +193,7 @@ def test_radiance_field_pipeline_runs_its_gpu_step_on_the_cpu(tmp_path, small_sa
     assert p["radiance-field"] == "Succeeded" and p["field-mesh"] == "Succeeded"
     assert (result.outputs["models"] / "model.glb").stat().st_size > 0
     _check_report(result, "Radiance-field report", ["radiance-field", "field-mesh"])
+    page = (result.outputs["report"] / "index.html").read_text()
+    assert "<h2>Held-out views</h2>" in page and "000.jpg: PSNR" in page  # every 8th view is held out
     accuracy = evaluate(result.outputs["cameras"], small_sample / "gt_cameras")
     assert accuracy.registered == 12

@@ -408,3 +408,22 @@ def test_metrics_are_tables_not_json_at_any_depth(tmp_path: Path) -> None:
     assert "<tr><th>formats</th><td>glb, ply</td></tr>" in section and "(a.jpg, b.jpg)<br>(b.jpg, c.jpg)" in section
     assert "<tr><th>name</th><th>valid</th></tr><tr><td>a.jpg</td><td>0.9</td></tr>" in section
     assert "0.0123457" in section and "<h2>Software</h2><table class='kv'><tr><th>python</th>" in page
+
+
+def test_the_radiance_fields_held_out_views_are_shown_beside_the_photos_with_their_scores(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "held_out").mkdir()
+    for name, colour in (("000", (200, 40, 40)), ("008", (40, 200, 40))):
+        Image.new("RGB", (640, 480), colour).save(tmp_path / "photos" / f"{name}.jpg")
+        Image.new("RGB", (160, 120), colour).save(tmp_path / "held_out" / f"{name}.png")
+    (tmp_path / "held_out" / "scores.json").write_text(json.dumps({"psnr": 24.5, "baseline_psnr": 15.25, "views": [
+        {"name": "000.jpg", "psnr": 25.1, "ssim": 0.812}, {"name": "008.jpg", "psnr": 23.9, "ssim": 0.774}]}))
+    finalize(_models(tmp_path), tmp_path / "report", pipeline="radiance-field", held_out=tmp_path / "held_out",
+             images=tmp_path / "photos")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>Held-out views</h2>" in page and "against 15.25 dB for a constant colour" in page
+    assert "000.jpg: PSNR 25.10 dB, SSIM 0.812" in page and "008.jpg: PSNR 23.90 dB, SSIM 0.774" in page
+    for src in re.findall(r"<img src='(held_out/[^']+)'", page):
+        with Image.open(tmp_path / "report" / src) as im:  # the photo resized to the render's size, beside it
+            assert im.size == (160, 120)
+    assert len(re.findall(r"<img src='held_out/", page)) == 4
