@@ -159,6 +159,9 @@ def step_template(info: StepInfo, pipeline: Pipeline, policy: Policy, registry: 
                   digests: Mapping[str, str] | None = None) -> m.Template:
     spec = info.spec
     pool = policy.pool(spec.pool)
+    # Checked here, not in @step: step images do not carry the Kubernetes client that parses quantities.
+    if spec.memory_max is not None and parse_quantity(spec.memory_max) < parse_quantity(spec.memory):
+        raise PipelineError(f"step {info.name}: memory_max {spec.memory_max} is below its memory {spec.memory}")
     if spec.gpu and not pool.gpu:
         raise PipelineError(f"step {info.name} asks for {spec.gpu} GPU(s) but pool {pool.name!r} has none")
     priority_class = policy.priority_class(pipeline.priority_class or policy.default_priority_class.name).name

@@ -23,8 +23,6 @@ from typing import Annotated, Any, Literal, TypeVar, get_origin, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
-from kai_flows.argo.units import parse_quantity
-
 F = TypeVar("F", bound=Callable[..., Any])
 # Keyword options of `Pipeline.task()`; a step parameter of the same name could not be passed.
 RESERVED_NAMES = frozenset({"name", "when", "after", "depends"})
@@ -205,8 +203,6 @@ def step(
     if memory_max is not None and memory_limit is not None:
         raise TypeError("a sized step (memory_max) has one memory figure per job, request and limit alike: "
                         "drop memory_limit")
-    if memory_max is not None and parse_quantity(memory_max) < parse_quantity(memory):
-        raise TypeError(f"memory_max {memory_max} is below memory {memory}")
     spec = StepSpec(
         image=image, cpu=cpu, memory=memory, gpu=gpu, pool=pool, retries=retries, timeout=timeout,
         cpu_fallback=cpu_fallback, cpu_limit=cpu_limit, memory_limit=memory_limit, memory_max=memory_max,

@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lazy_loader as lazy
 from pydantic import BaseModel
@@ -37,7 +37,20 @@ np = lazy.load("numpy")
 o3d = lazy.load("open3d")
 skimage = lazy.load("skimage")
 torch = lazy.load("torch")
-_nerf = lazy.load(f"{__package__}._nerf", suppress_warning=True)  # the field model: torch at import
+
+
+class _OnFirstUse:
+    """The field model (``_nerf``: torch and OpenCV at import), imported on first attribute access. Not lazy_loader's
+    placeholder: that one sits in sys.modules, where any ``inspect.stack()`` (lazy_loader's own, for a library an
+    image lacks) imports it, and the coordinator's image, which declares pipelines, has neither torch nor OpenCV."""
+
+    def __getattr__(self, name: str) -> object:
+        from kai_steps import _nerf as module
+
+        return getattr(module, name)
+
+
+_nerf: Any = _OnFirstUse()
 
 LR = 0.1  # DVGO's grid learning rate
 LR_DENSITY = 0.5  # faster than DVGO's 0.1: the surface must appear within a few hundred steps

@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kai_flows.argo.units import parse_quantity
-
 GIB = 1024**3
 HEADROOM = 1.5  # over the model: allocator slack, and the spread between photo sets of the same size
 ROUND_MIB = 256
@@ -32,7 +30,7 @@ class MemoryModel:
 
     base: float
     per_megapixel_view: float
-    floor: str  # never plan below this (the libraries' own footprint)
+    floor_mib: int  # never plan below this (the libraries' own footprint)
     source: str  # where the coefficients were measured
 
     def gib(self, photos: int, megapixels: float) -> float:
@@ -42,15 +40,16 @@ class MemoryModel:
 MODELS: dict[str, MemoryModel] = {
     # 535 MiB at 30 and 100 views, 806 MiB at 200 (960x720): ~2.3 MiB per megapixel-view; twice that here, as
     # phone photos at the working size carry more features than the synthetic views.
-    "camera_poses": MemoryModel(base=0.55, per_megapixel_view=0.0045, floor="1Gi",
+    "camera_poses": MemoryModel(base=0.55, per_megapixel_view=0.0045, floor_mib=1024,
                                 source="bench/scale.py camera-poses peaks at 30/100/200 views"),
-    "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor="1Gi",
+    "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor_mib=1024,
                                source="point_cloud peaks: 0.85 GiB 11 views 1000 px, 1.5 GiB 30 views, "
                                       "1.9 GiB 11 views 1600 px high"),
 }
 # The most each sized step may be given (its @step memory_max, which reads it from here): the largest node of its
-# pool leaves room for the kubelet and Argo's executor.
-MEMORY_MAX = {"camera_poses": "16Gi", "point_cloud": "32Gi"}
+# pool leaves room for the kubelet and Argo's executor. In GiB, not parsed: step images carry no Kubernetes client.
+MEMORY_MAX_GIB = {"camera_poses": 16, "point_cloud": 32}
+MEMORY_MAX = {name: f"{gib}Gi" for name, gib in MEMORY_MAX_GIB.items()}
 
 
 def planned_memory(name: str, photos: int, image_size: int) -> str:
@@ -58,9 +57,9 @@ def planned_memory(name: str, photos: int, image_size: int) -> str:
     model = MODELS[name]
     megapixels = image_size * image_size * ASPECT / 1e6
     mib = model.gib(photos, megapixels) * HEADROOM * 1024
-    mib = max(math.ceil(mib / ROUND_MIB) * ROUND_MIB, int(parse_quantity(model.floor) / 2**20))
+    mib = max(math.ceil(mib / ROUND_MIB) * ROUND_MIB, model.floor_mib)
     ceiling = MEMORY_MAX[name]
-    if mib * 2**20 > parse_quantity(ceiling):
+    if mib > MEMORY_MAX_GIB[name] * 1024:
         raise JobTooLargeError(
             f"{name.replace('_', '-')} would need about {mib / 1024:.1f} GiB for {photos} photos at {image_size} px, "
             f"above its maximum of {ceiling}: use a lower quality tier or fewer photos")

@@ -1,6 +1,8 @@
 """Steps sized per job: `@step(memory_max=...)`, a task's `memory=`, the podSpecPatch Argo applies, the planner."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +13,7 @@ from kai_flows.pipeline import Pipeline, PipelineError
 from kai_flows.step import step
 from kai_steps.plan import plan_reconstruction
 from kai_steps.sizing import JobTooLargeError, planned_memory
+from tests.conftest import REPO
 from tests.foundation.steps_fixture import count_lines, plan_memory, sized_work
 
 
@@ -59,8 +62,32 @@ def test_memory_on_an_unsized_step_or_beyond_its_max_is_refused_by_name():
         p.task(sized_work, memory="2Gi")
     with pytest.raises(PipelineError, match=r"'lots' is not a Kubernetes quantity"):
         p.task(sized_work, memory="lots")
-    with pytest.raises(TypeError, match="memory_max 1Gi is below memory 2Gi"):
-        step(image="quality", memory="2Gi", memory_max="1Gi")
+
+    @step(image="quality", memory="2Gi", memory_max="1Gi")
+    def upside_down() -> None:
+        return None
+
+    p = Pipeline("t")
+    p.task(upside_down)
+    with pytest.raises(PipelineError, match="step upside-down: memory_max 1Gi is below its memory 2Gi"):
+        compile_pipeline(p)
+
+
+def test_planning_needs_no_kubernetes_client_and_declaring_pipelines_no_step_library():
+    """Step images carry no Kubernetes client, and the coordinator's image, which declares every pipeline, no
+    torch or OpenCV: the plan must run, and the pipelines build, without them."""
+    code = """
+import sys
+for blocked in ("kubernetes", "torch", "cv2", "open3d", "pycolmap", "xatlas"):
+    sys.modules[blocked] = None  # importing it raises ImportError
+from kai_steps.plan import plan_reconstruction
+print(plan_reconstruction("standard", photos=100).point_cloud_memory)
+from kai_flows.pipelines import PIPELINES
+print(sorted(name for name, build in PIPELINES.items() if build()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0] == "6656Mi" and "reconstruction" in out.stdout
 
 
 def test_the_plan_grows_with_the_job_and_refuses_what_no_pod_may_get():
