@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-GIB = 1024**3
 HEADROOM = 1.5  # over the model: allocator slack, and the spread between photo sets of the same size
 ROUND_MIB = 256
 ASPECT = 0.75  # a phone photo's height over its width (4:3): the working size names the longest side
@@ -31,7 +30,6 @@ class MemoryModel:
     base: float
     per_megapixel_view: float
     floor_mib: int  # never plan below this (the libraries' own footprint)
-    source: str  # where the coefficients were measured
 
     def gib(self, photos: int, megapixels: float) -> float:
         return self.base + self.per_megapixel_view * photos * megapixels
@@ -40,11 +38,9 @@ class MemoryModel:
 MODELS: dict[str, MemoryModel] = {
     # 535 MiB at 30 and 100 views, 806 MiB at 200 (960x720): ~2.3 MiB per megapixel-view; twice that here, as
     # phone photos at the working size carry more features than the synthetic views.
-    "camera_poses": MemoryModel(base=0.55, per_megapixel_view=0.0045, floor_mib=1024,
-                                source="bench/scale.py camera-poses peaks at 30/100/200 views"),
-    "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor_mib=1024,
-                               source="point_cloud peaks: 0.85 GiB 11 views 1000 px, 1.5 GiB 30 views, "
-                                      "1.9 GiB 11 views 1600 px high"),
+    "camera_poses": MemoryModel(base=0.55, per_megapixel_view=0.0045, floor_mib=1024),
+    # 0.85 GiB at 11 views of 1000 px, 1.5 GiB at 30 views, 1.9 GiB at 11 views of 1600 px (high density).
+    "point_cloud": MemoryModel(base=0.5, per_megapixel_view=0.05, floor_mib=1024),
 }
 # The most each sized step may be given (its @step memory_max, which reads it from here): the largest node of its
 # pool leaves room for the kubelet and Argo's executor. In GiB, not parsed: step images carry no Kubernetes client.
