@@ -83,7 +83,8 @@ def retrieval_pairs(database: Path, k: int, seed: int = 0) -> set[tuple[str, str
     np.fill_diagonal(sim, -np.inf)
     pairs = set()
     for i in range(len(names)):
-        for j in np.argsort(-sim[i], kind="stable")[:k]:
+        # At most the other N - 1: the diagonal (-inf) sorts last, and must not become a pair with itself.
+        for j in np.argsort(-sim[i], kind="stable")[:min(k, len(names) - 1)]:
             a, b = sorted((names[i], names[int(j)]))
             pairs.add((a, b))
     return pairs

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from kai_steps._metrics import pose_errors, read_strecha_dir
-from kai_steps._pairs import sequential_pairs
+from kai_steps._pairs import retrieval_pairs, sequential_pairs
 from kai_steps.camera_poses import PoseEstimationError, camera_poses
 from kai_steps.preprocess import preprocess
 from kai_steps.sample_scene import render_sample_scene
@@ -130,6 +130,17 @@ def test_pairs_per_image_stay_constant_as_the_set_grows() -> None:
         pairs = sequential_pairs(names, 10)
         assert all(a < b for a, b in pairs) and len(pairs) <= 16 * n  # exhaustive: n (n - 1) / 2
         assert ("000.jpg", "001.jpg") in pairs and ("000.jpg", "064.jpg") in pairs  # quadratic overlap
+
+
+def test_retrieval_asked_for_more_neighbours_than_there_are_pairs_every_other_image_never_itself(
+        scene: Path, tmp_path: Path) -> None:
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(5):
+        shutil.copy(scene / "images" / f"{i:03d}.jpg", few)
+    pycolmap.extract_features(tmp_path / "db.db", few)
+    pairs = retrieval_pairs(tmp_path / "db.db", k=10)
+    assert pairs == {(f"{i:03d}.jpg", f"{j:03d}.jpg") for i in range(5) for j in range(i + 1, 5)}
 
 
 def test_retrieval_pairing_and_global_mapping(scene: Path, tmp_path: Path) -> None:
