@@ -11,7 +11,7 @@ engine reported in ``INPUTS/NAME.json``:
     .venv/bin/python bench/gpu_radiance_field.py --prepare --inputs .gpu
 
 Without it, every ``INPUTS/*.npz`` goes through ``kai_steps.radiance_field.train`` (what the step runs between
-loading and writing ``field.pt``) with the step's defaults (2000 iterations, 96 grid, 4096 rays, seed 0), on CUDA
+loading and writing ``field.pt``) with the step's defaults (1500 iterations, 96 grid, 4096 rays, seed 0), on CUDA
 when torch sees it. Per set it prints one JSON line: device, train wall (ray setup, iterations and the held-out
 evaluation, after one short untimed warm-up per process), held-out PSNR, constant-colour PSNR, peak GPU memory, and
 a raw marching-cubes pass on the field's opacity. The step's ``field_mesh`` also culls unseen faces, cleans and

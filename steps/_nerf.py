@@ -1,13 +1,19 @@
 """A DVGO-style dense voxel radiance field in plain torch (runs on CPU, and on CUDA unchanged).
 
-Density grid + colour grid (degree-1 spherical harmonics, 12 channels), both sampled trilinearly with
-``F.grid_sample(..., align_corners=True)``; density becomes opacity *after* interpolation,
+Density grid + colour grid (degree-1 spherical harmonics, 12 channels), both sampled trilinearly over grid points
+at the box's corners (``align_corners=True``); density becomes opacity *after* interpolation,
 ``alpha = 1 - exp(-softplus(density + shift) * step)`` with ``step`` in voxel units (DVGO's post-activation, which
 gives sharp surfaces at low resolution); alpha compositing over a learnt constant background colour.
+
+Speed on the CPU, where torch's 3D ``grid_sample`` runs on one thread per batch item and walks channels-first
+memory: density (one channel) goes through ``grid_sample`` split into one batch item per thread; colour is stored
+channels-last, one row of 12 per grid point, and interpolated as an ``embedding_bag`` of the 8 corner rows
+weighted trilinearly (3x faster forward and backward than ``grid_sample`` on 12 channels). Adam runs fused.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +50,7 @@ class VoxelField(torch.nn.Module):
         self.register_buffer("hi", torch.as_tensor(np.asarray(hi), dtype=torch.float32))
         self.shift = float(shift)
         self.density = torch.nn.Parameter(torch.zeros(1, 1, *shape))
-        self.colour = torch.nn.Parameter(torch.zeros(1, 3 * SH_COEFFS, *shape))
+        self.colour = torch.nn.Parameter(torch.zeros(math.prod(shape), 3 * SH_COEFFS))  # channels-last rows
         self.background = torch.nn.Parameter(torch.zeros(3))  # logit of the colour seen where rays leave the box
 
     @property
@@ -55,26 +61,51 @@ class VoxelField(torch.nn.Module):
     def voxel_size(self) -> float:
         return float(((self.hi - self.lo) / (torch.tensor(self.shape, device=self.lo.device) - 1)).max())
 
+    def colour_grid(self) -> torch.Tensor:
+        """The colour as a (1, 12, X, Y, Z) grid (the layout of field.pt)."""
+        return self.colour.data.T.reshape(1, -1, *self.shape)
+
     def upsample(self, shape: tuple[int, int, int]) -> None:
         """Coarse-to-fine: trilinear resampling of both grids onto a finer lattice over the same box."""
         with torch.no_grad():
+            colour = F.interpolate(self.colour_grid(), size=shape, mode="trilinear", align_corners=True)
             self.density = torch.nn.Parameter(F.interpolate(self.density.data, size=shape, mode="trilinear",
                                                             align_corners=True))
-            self.colour = torch.nn.Parameter(F.interpolate(self.colour.data, size=shape, mode="trilinear",
-                                                           align_corners=True))
-
-    def _sample(self, grid: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-        """(N, C) trilinear samples at world points ``pts`` (N, 3); grid_sample wants (z, y, x) for (X, Y, Z) dims."""
-        norm = (pts - self.lo) / (self.hi - self.lo) * 2 - 1
-        out = F.grid_sample(grid, norm.flip(-1).view(1, 1, 1, -1, 3), mode="bilinear", align_corners=True)
-        return out.view(grid.shape[1], -1).T
+            self.colour = torch.nn.Parameter(colour.reshape(colour.shape[1], -1).T.contiguous())
 
     def raw_density(self, pts: torch.Tensor) -> torch.Tensor:
-        return self._sample(self.density, pts)[:, 0]
+        """Trilinear density at world points ``pts`` (N, 3); grid_sample wants (z, y, x) for the (X, Y, Z) dims."""
+        norm = ((pts - self.lo) / (self.hi - self.lo) * 2 - 1).flip(-1)
+        parts = torch.get_num_threads() if norm.device.type == "cpu" else 1
+        n = len(norm)
+        if parts > 1 and n >= 65536:  # one batch item per thread: the CPU kernel parallelises over the batch only
+            per = -(-n // parts)
+            norm = torch.cat([norm, norm.new_zeros(per * parts - n, 3)])
+            out = F.grid_sample(self.density.expand(parts, -1, -1, -1, -1), norm.view(parts, 1, 1, per, 3),
+                                mode="bilinear", align_corners=True)
+            return out.reshape(-1)[:n]
+        out = F.grid_sample(self.density, norm.view(1, 1, 1, -1, 3), mode="bilinear", align_corners=True)
+        return out.view(-1)
+
+    def _corners(self, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices (N, 8) of the grid points around ``pts`` and their trilinear weights (N, 8)."""
+        size = torch.tensor(self.shape, device=pts.device)
+        x = ((pts - self.lo) / (self.hi - self.lo) * (size - 1)).clamp_min(0.0)
+        i0 = torch.minimum(x.floor().long(), size - 2)
+        f = (x - i0).clamp(0.0, 1.0)
+        stride = torch.tensor([self.shape[1] * self.shape[2], self.shape[2], 1], device=pts.device)
+        base = (i0 * stride).sum(-1)
+        idx, w = [], []
+        for dx, dy, dz in itertools.product((0, 1), repeat=3):
+            idx.append(base + (dx * stride[0] + dy * stride[1] + dz))
+            w.append((f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
+                     * (f[:, 2] if dz else 1 - f[:, 2]))
+        return torch.stack(idx, 1), torch.stack(w, 1)
 
     def rgb(self, pts: torch.Tensor, dirs: torch.Tensor | None) -> torch.Tensor:
         """Colour in [0, 1]; ``dirs`` None gives the view-independent (DC) colour."""
-        k = self._sample(self.colour, pts).view(-1, 3, SH_COEFFS)
+        idx, w = self._corners(pts)
+        k = F.embedding_bag(idx, self.colour, per_sample_weights=w, mode="sum").view(-1, 3, SH_COEFFS)
         val = SH_C0 * k[..., 0]
         if dirs is not None:
             x, y, z = dirs[:, 0:1], dirs[:, 1:2], dirs[:, 2:3]
@@ -86,14 +117,14 @@ class VoxelField(torch.nn.Module):
 
     def state(self) -> dict:
         return {"lo": self.lo.cpu(), "hi": self.hi.cpu(), "shift": self.shift, "density": self.density.data.cpu(),
-                "colour": self.colour.data.cpu(), "background": self.background.data.cpu(), "sh_degree": 1}
+                "colour": self.colour_grid().cpu(), "background": self.background.data.cpu(), "sh_degree": 1}
 
     @classmethod
     def from_state(cls, state: dict) -> VoxelField:
         f = cls(state["lo"].numpy(), state["hi"].numpy(), tuple(state["density"].shape[2:]), state["shift"])
         with torch.no_grad():
             f.density.copy_(state["density"])
-            f.colour.copy_(state["colour"])
+            f.colour.copy_(state["colour"].reshape(state["colour"].shape[1], -1).T)
             f.background.copy_(state["background"])
         return f
 
@@ -117,7 +148,8 @@ def render_rays(field: VoxelField, o: torch.Tensor, d: torch.Tensor, jitter: tor
                 colour_threshold: float = 1e-4, max_distance: float | None = None) -> Rendered:
     """Alpha compositing at a fixed world step of half a voxel. ``d`` unit directions; ``jitter`` (B, 1) in [0, 1)
     offsets the samples during training; ``max_distance`` cuts rays short. Colour is only evaluated where a
-    sample's weight can matter."""
+    sample's weight exceeds ``colour_threshold``. (Early ray termination, a pass without gradients to find where
+    each ray is absorbed, cost more on the CPU than the samples it saved: 0.129 against 0.104 s per iteration.)"""
     voxel = field.voxel_size
     step = voxel * STEP_RATIO
     near, far = box_hits(field, o, d)

@@ -55,9 +55,11 @@ _nerf: Any = _OnFirstUse()
 LR = 0.1  # DVGO's grid learning rate
 LR_DENSITY = 0.5  # faster than DVGO's 0.1: the surface must appear within a few hundred steps
 ALPHA_INIT = 1e-2  # DVGO's fine-stage start: gradients reach the density from the first step
-ENTROPY_WEIGHT = 0.01  # pushes each ray to all-surface or all-background
 TV_WEIGHT = 1e-4
 EVAL_RAYS = 16384
+# Training evaluates colour only where a sample weighs at least 1e-3: 2.5x fewer colour samples than at 1e-4 on the
+# synthetic sample, 0.104 against 0.167 s per fine iteration, held-out PSNR 26.32 against 26.35 dB at 400 iterations.
+TRAIN_COLOUR_THRESHOLD = 1e-3
 DEFAULT_LEVEL = 0.5  # opacity over one voxel at the surface
 # 3 dB halves the constant colour's squared error: the field explains at least half the variance of views it never
 # saw. A field that found the scene clears it by far (the sphere and the synthetic sample: 10+ dB); fountain_p11's
@@ -220,7 +222,7 @@ def _held_out_views(views: list[PosedImage], view_of: torch.Tensor, pred: torch.
 def _optimizer(field: VoxelField) -> torch.optim.Optimizer:
     return torch.optim.Adam([{"params": [field.density], "lr": LR_DENSITY, "base": LR_DENSITY},
                              {"params": [field.colour, field.background], "lr": LR, "base": LR}],
-                            betas=(0.9, 0.99))
+                            betas=(0.9, 0.99), fused=True)  # one kernel: 4x faster than the default on the CPU
 
 
 def train(views: list[PosedImage], points: np.ndarray, iterations: int, grid_size: int, rays_per_batch: int, seed: int,
@@ -252,10 +254,11 @@ def train(views: list[PosedImage], points: np.ndarray, iterations: int, grid_siz
         pick = train_idx[torch.randint(len(train_idx), (rays_per_batch,), generator=gen)]
         jitter = torch.rand(rays_per_batch, 1, generator=gen)
         o, d, gt = rays.batch(pick.to(dev))
-        out = _nerf.render_rays(field, o, d, jitter=jitter.to(dev))
-        t = out.transmittance.clamp(1e-6, 1 - 1e-6)
-        entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean()
-        loss = torch.nn.functional.mse_loss(out.rgb, gt) + ENTROPY_WEIGHT * entropy
+        out = _nerf.render_rays(field, o, d, jitter=jitter.to(dev), colour_threshold=TRAIN_COLOUR_THRESHOLD)
+        # No transmittance-entropy term: it pushes rays to all-surface or all-background, and on real photos, where
+        # every ray meets a wall or the ground, it settled whole walls as background (fountain_p11 held-out PSNR
+        # 17.8 dB with it, 20.0 without; the synthetic sample 27.11 with, 27.14 without).
+        loss = torch.nn.functional.mse_loss(out.rgb, gt)
         loss = loss + TV_WEIGHT * _nerf.total_variation(field.density)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -279,7 +282,7 @@ def radiance_field(
     images: In[Path],
     sparse: In[Path],
     field: Out[Path],
-    iterations: int = 2000,
+    iterations: int = 1500,
     grid_size: int = 96,
     rays_per_batch: int = 4096,
     max_image_size: int = 400,

@@ -142,7 +142,7 @@ def build_radiance_field() -> Pipeline:
         queue="batch",
     )
     front = _front(p)
-    iterations = p.param("iterations", int, default=2000, description="optimisation steps of the radiance field")
+    iterations = p.param("iterations", int, default=1500, description="optimisation steps of the radiance field")
     grid = p.param("grid_size", int, default=96, description="voxels per side of the density and colour grids")
     gain = p.param("min_psnr_gain", float, default=DEFAULT_MIN_PSNR_GAIN,
                    description="fail when the field's held-out PSNR does not beat a constant colour by this many dB "
