@@ -1,8 +1,13 @@
-"""Benchmark: the `reconstruction` pipeline, end to end through the local engine, on the synthetic scene and the
-photo sets of ../shared/datasets, with plain pycolmap side by side in the same run.
+"""Benchmark: the `reconstruction` pipeline (and `radiance-field`, side by side), end to end through the local
+engine, on the synthetic scene and the photo sets of ../shared/datasets, with plain pycolmap beside them in the
+same run.
 
     PYTHONPATH=. python bench/reconstruction.py [--sets synthetic,fountain_p11,herz_jesus_p8,sceaux_castle]
                                                 [--tier standard] [--skip-plain]
+                                                [--pipelines reconstruction,radiance-field]
+
+With several pipelines there is a column per set and pipeline; the radiance field's column adds its held-out
+PSNR and SSIM against the constant-colour baseline, and its mesh's F-score stands beside the dense path's.
 
 One table, a column per set: per-step wall seconds (the quality fan-out is its elapsed span: list-images, every
 assess-image, quality-gate); registered images; mean reprojection error (px); camera position error mean/max (mm,
@@ -40,11 +45,13 @@ from kai_steps.plan import plan_reconstruction
 from kai_steps.sample_scene import render_sample_scene
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = ROOT / "workflow_templates" / "reconstruction.yaml"
+TEMPLATES = ROOT / "workflow_templates"
+PIPELINES = ["reconstruction", "radiance-field"]
 DATASETS = ROOT.parent / "shared" / "datasets"
 ALL_SETS = ["synthetic", "fountain_p11", "herz_jesus_p8", "sceaux_castle"]
 FANOUT = ("list-images", "assess-image", "quality-gate")
-STEPS = ["preprocess", "camera-poses", "point-cloud", "mesh", "convert", "finalize"]
+STEPS = ["preprocess", "camera-poses", "point-cloud", "mesh", "radiance-field", "field-mesh", "texture", "convert",
+         "finalize"]
 UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
@@ -133,12 +140,14 @@ def sfm_rows(who: str, rec: pycolmap.Reconstruction, total: int, gt: dict | None
     return rows
 
 
-def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[str, int]) -> dict[str, str]:
+def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[str, int],
+              pipeline: str = "reconstruction") -> dict[str, str]:
     """One column of the table (row label -> cell) plus notes under the key '_notes'."""
     col: dict[str, str] = {}
     notes: list[str] = []
     if name == "synthetic":
-        render_sample_scene(tmp / "synthetic")
+        if not (tmp / "synthetic").is_dir():  # one rendering for every pipeline
+            render_sample_scene(tmp / "synthetic")
         image_dir, gt_dir, gt_mesh = tmp / "synthetic" / "images", tmp / "synthetic" / "gt_cameras", \
             tmp / "synthetic" / "gt_mesh.ply"
     else:
@@ -160,9 +169,9 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
         w_plain = c_plain = None
 
     try:
-        result = run_pipeline(TEMPLATE, parameters={"quality_tier": tier}, inputs={"images": image_dir},
-                              out=tmp / f"out-{name}", progress=False, store_dir=tmp / "store",
-                              cache=tmp / "cache")
+        result = run_pipeline(TEMPLATES / f"{pipeline}.yaml", parameters={"quality_tier": tier},
+                              inputs={"images": image_dir}, out=tmp / f"out-{name}-{pipeline}", progress=False,
+                              store_dir=tmp / "store", cache=tmp / "cache")
     except EngineError as e:
         notes.append(f"{name}: run not started: {e}")
         col["run phase"] = "NOT STARTED"
@@ -215,6 +224,12 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
         if cp.cpu_seconds and c_plain:
             col["camera-poses / plain: cpu"] = f"{cp.cpu_seconds / c_plain:.2f}x"
 
+    field = by_name.get("radiance-field")
+    if field and field.attempts and field.attempts[-1].outputs.get("result"):
+        fs = json.loads(field.attempts[-1].outputs["result"])
+        col["field held-out PSNR (baseline) dB"] = f"{fs['psnr']:.2f} ({fs['baseline_psnr']:.2f})"
+        col["field held-out SSIM"] = f(fs.get("ssim"), "{:.3f}")
+
     mesh_dir = result.outputs.get("mesh")
     if gt_mesh and cameras and mesh_dir:
         try:
@@ -229,7 +244,8 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
 
 ROWS = (["run phase", "wall s: quality fan-out"] + [f"wall s: {s}" for s in STEPS] + ["wall s: sum of steps",
         "ours: registered", "ours: reproj px", "ours: pos mean/max mm", "ours: rot mean deg",
-        "mesh F-score tau=1% / 0.5%", "mesh Chamfer (% of diag)"]
+        "mesh F-score tau=1% / 0.5%", "mesh Chamfer (% of diag)", "field held-out PSNR (baseline) dB",
+        "field held-out SSIM"]
         + [f"peak MiB/limit: {s}" for s in ["quality fan-out", *STEPS]]
         + ["plain: wall s (cpu s)", "plain: registered", "plain: reproj px", "plain: pos mean/max mm",
            "plain: rot mean deg", "camera-poses / plain: wall", "camera-poses / plain: cpu"])
@@ -240,9 +256,14 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(ALL_SETS), help="comma-separated: " + ", ".join(ALL_SETS))
     ap.add_argument("--tier", default="standard", choices=["draft", "standard", "high"])
     ap.add_argument("--skip-plain", action="store_true", help="do not run plain pycolmap side by side")
+    ap.add_argument("--pipelines", default="reconstruction", help="comma-separated: " + ", ".join(PIPELINES))
     args = ap.parse_args()
     pycolmap.logging.minloglevel = 2
-    limits = memory_limits(TEMPLATE)
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    unknown = sorted(set(pipelines) - set(PIPELINES))
+    if unknown:
+        ap.error(f"unknown pipeline(s) {', '.join(unknown)}; choose from {', '.join(PIPELINES)}")
+    limits = {k: v for p in pipelines for k, v in memory_limits(TEMPLATES / f"{p}.yaml").items()}
     columns: dict[str, dict[str, str]] = {}
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kai-bench-recon-") as tmp:
@@ -251,20 +272,23 @@ def main() -> None:
             if name != "synthetic" and not (DATASETS / name / "images").is_dir():
                 print(f"{name}: skipped ({DATASETS / name} is absent)", flush=True)
                 continue
-            print(f"{name}: running ...", flush=True)
-            try:
-                col = bench_set(name, tmp, args.tier, args.skip_plain, limits)
-            except Exception as e:  # one broken set must not hide the others
-                traceback.print_exc()
-                col = {"run phase": "BENCH ERROR", "_notes": [f"{name}: {type(e).__name__}: {e}"]}  # type: ignore
-            notes += col.pop("_notes", [])  # type: ignore[arg-type]
-            columns[name] = col
-            print(f"{name}: done, {json.dumps(col)}", file=sys.stderr, flush=True)  # partial results survive
+            for k, pipeline in enumerate(pipelines):
+                label = name if len(pipelines) == 1 else f"{name} {pipeline}"
+                print(f"{label}: running ...", flush=True)
+                try:  # plain pycolmap once per set
+                    col = bench_set(name, tmp, args.tier, args.skip_plain or k > 0, limits, pipeline)
+                except Exception as e:  # one broken set must not hide the others
+                    traceback.print_exc()
+                    col = {"run phase": "BENCH ERROR", "_notes": [f"{label}: {type(e).__name__}: {e}"]}  # type: ignore
+                notes += col.pop("_notes", [])  # type: ignore[arg-type]
+                columns[label] = col
+                print(f"{label}: done, {json.dumps(col)}", file=sys.stderr, flush=True)  # partial results survive
     if not columns:
         return
     names = list(columns)
     widths = [max(len(n), *(len(columns[n].get(r, "-")) for r in ROWS)) for n in names]
-    print(f"\nreconstruction benchmark, tier {args.tier}; wall/cpu in s, memory in MiB, '!' = over the declared limit")
+    print(f"\n{', '.join(pipelines)} benchmark, tier {args.tier}; wall/cpu in s, memory in MiB, "
+          "'!' = over the declared limit")
     print(f"{'':30s} " + " ".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
     for r in ROWS:
         print(f"{r:30s} " + " ".join(f"{columns[n].get(r, '-'):>{w}}" for n, w in zip(names, widths, strict=True)))
