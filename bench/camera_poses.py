@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--max-image-size", type=int, default=1600)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-k", action="store_true", help="leave out the K.txt beside the photos (photos alone)")
+    ap.add_argument("--threaded-mapping", action="store_true",
+                    help="also run our step with deterministic=false (mapping on --threads threads, as plain maps)")
     args = ap.parse_args()
     pycolmap.logging.minloglevel = 2  # warnings and up: keep the table readable
     print(f"{'set / method':36s} {'wall s':>7} {'cpu s':>7} {'ratio':>7} {'reg':>7} {'reproj':>7} "
@@ -108,6 +110,13 @@ def main() -> None:
             print(row(f"{name} / plain pycolmap", w_plain, c_plain, c_plain, plain, total, gt))
             print(row(f"{name} / camera_poses ({summary.camera_prior})", w_ours, c_ours, c_plain, ours, total, gt),
                   flush=True)
+            if args.threaded_mapping:
+                summary, w_ours, c_ours = timed(camera_poses, image_dir, work / "threaded",
+                                                max_image_size=args.max_image_size, num_threads=args.threads, seed=0,
+                                                deterministic=False)
+                ours = pycolmap.Reconstruction(work / "threaded" / "0")
+                print(row(f"{name} / camera_poses, threaded mapping", w_ours, c_ours, c_plain, ours, total, gt),
+                      flush=True)
 
 
 if __name__ == "__main__":
