@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,15 @@ def _device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RadianceFieldError("device 'cuda' was asked for but torch sees no CUDA device")
     return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _threads_within_cores() -> None:
+    """At most one torch thread per core this process may run on. OMP_NUM_THREADS follows the pod's CPU limit (4
+    here); a node has at least that many cores, but a local run on a smaller machine does not, and oversubscribed
+    OpenMP threads spin at every barrier: on 2 cores, 4 threads made each iteration several times slower."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
 
 
 def _image_dir(images: Path) -> Path:
@@ -295,6 +305,7 @@ def radiance_field(
     ``held_out/scores.json``). Fails, publishing nothing,
     when the held-out PSNR does not beat the constant-colour baseline by ``min_psnr_gain`` dB (None: no gate)."""
     dev = _device(device)
+    _threads_within_cores()
     if min_psnr_gain is not None and not math.isfinite(min_psnr_gain):
         raise RadianceFieldError(f"min_psnr_gain must be a finite number of dB or null, not {min_psnr_gain}")
     for name, value, least in (("iterations", iterations, 1), ("grid_size", grid_size, 8),
@@ -332,6 +343,7 @@ def radiance_field(
         write_json(out / "summary.json", {**summary.model_dump(), **scores, "grid_size": grid_size,
                                           "rays_per_batch": rays_per_batch, "max_image_size": max_image_size,
                                           "seed": seed, "min_psnr_gain": min_psnr_gain,
+                                          "cpu_threads": torch.get_num_threads(),
                                           "views": [v.name for v in views],
                                           "viewer_from_model": rot.round(12).tolist()})
     return summary
@@ -416,6 +428,7 @@ def field_mesh(
         raise RadianceFieldError(f"level is an opacity and must lie strictly between 0 and 1, not {level}")
     if face_budget < 100:
         raise RadianceFieldError(f"face_budget {face_budget} is too small; give at least 100 faces")
+    _threads_within_cores()
     vf, rot, cams = load_field(Path(field))
     with torch.no_grad():
         opacity = vf.opacity(vf.density[0, 0], 1.0).numpy()

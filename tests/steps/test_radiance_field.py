@@ -5,7 +5,10 @@ marching-cubes mesh must sit on the true surface and face the cameras that saw i
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +267,15 @@ def test_a_field_no_better_than_a_constant_colour_fails_the_gate(scene: Path, tm
     written = json.loads((tmp_path / "few_field" / "summary.json").read_text())
     assert written["held_out_per_view"] == [] and written["held_out_rays"] > 0
     assert not (tmp_path / "few_field" / "held_out").exists()
+
+
+def test_torch_threads_stay_within_the_cores_when_the_pod_asks_for_more(scene: Path, tmp_path: Path) -> None:
+    """OMP_NUM_THREADS follows the pod's CPU limit; on a machine with fewer cores torch must not oversubscribe."""
+    code = ("import sys; from pathlib import Path; from kai_steps.radiance_field import radiance_field; "
+            "s = Path(sys.argv[1]); radiance_field(s, s / 'sparse', Path(sys.argv[2]), iterations=1, grid_size=8, "
+            "rays_per_batch=16, device='cpu', min_psnr_gain=None)")
+    cores = len(os.sched_getaffinity(0))
+    env = {**os.environ, "OMP_NUM_THREADS": str(cores + 6)}
+    subprocess.run([sys.executable, "-c", code, str(scene), str(tmp_path / "field")], env=env, check=True,
+                   capture_output=True, timeout=300)
+    assert json.loads((tmp_path / "field" / "summary.json").read_text())["cpu_threads"] == cores
