@@ -180,6 +180,28 @@ def render_rays(field: VoxelField, o: torch.Tensor, d: torch.Tensor, jitter: tor
 
 
 @torch.no_grad()
+def median_depth(field: VoxelField, o: torch.Tensor, d: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """Distance along each ray to where half its light is absorbed (the median of the weights: a fog in front of a
+    surface moves it less than the mean would); 0 where the ray keeps more than half its light (no surface)."""
+    out = []
+    step = field.voxel_size * STEP_RATIO
+    for s in range(0, len(o), chunk):
+        oc, dc = o[s:s + chunk], d[s:s + chunk]
+        near, far = box_hits(field, oc, dc)
+        n = max(1, math.ceil(float((field.hi - field.lo).norm()) / step))
+        t = near[:, None] + (torch.arange(n, dtype=oc.dtype) + 0.5) * step
+        inside = t < far[:, None]
+        idx = inside.nonzero(as_tuple=True)
+        alpha = torch.zeros_like(t)
+        alpha[idx] = field.opacity(field.raw_density(oc[idx[0]] + dc[idx[0]] * t[idx][:, None]), STEP_RATIO)
+        absorbed = 1.0 - torch.cumprod(1.0 - alpha, dim=1)
+        first = (absorbed >= 0.5).float().argmax(dim=1)
+        depth = t.gather(1, first[:, None])[:, 0]
+        out.append(torch.where(absorbed[:, -1] >= 0.5, depth, torch.zeros_like(depth)))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
 def surface_colour(field: VoxelField, verts: torch.Tensor, normals: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
     """The colour a camera looking straight at each surface point sees: a short ray from two voxels outside along
     the inward normal, composited without the background. Reading the grid at the vertex itself would blend in

@@ -414,20 +414,75 @@ def _wind_outwards(opacity: np.ndarray, spacing: np.ndarray, verts: np.ndarray, 
     return faces if np.einsum("ij,ij->", wind, outward) >= 0 else np.ascontiguousarray(faces[:, ::-1])
 
 
+def _depth_fused_surface(vf: VoxelField, cams: Cameras) -> tuple[np.ndarray, np.ndarray]:
+    """The field's median-depth map from every training camera, fused in a TSDF (Open3D, one field voxel per TSDF
+    voxel) and meshed where at least 3 views agree: vertices (world) and faces. Where the field is a fog in front
+    of a wall rather than a crisp shell (real photos, few views), a level set of the opacity breaks into blobs,
+    but the depth each camera sees still lies on the wall."""
+    voxel = vf.voxel_size  # half of it left holes where fewer than 3 views agree (fountain_p11)
+    ext = (vf.hi - vf.lo).numpy()
+    blocks = int(np.prod(np.ceil(ext / (voxel * 16)) + 2))
+    grid = o3d.t.geometry.VoxelBlockGrid(attr_names=("tsdf", "weight"),
+                                         attr_dtypes=(o3d.core.float32, o3d.core.float32), attr_channels=((1), (1)),
+                                         voxel_size=voxel, block_resolution=16, block_count=blocks,
+                                         device=o3d.core.Device("CPU:0"))
+    seen_any = False
+    for K, R, t, (w, h) in zip(cams.K, cams.R, cams.t, cams.size, strict=True):
+        u, v = np.meshgrid(np.arange(int(w)) + 0.5, np.arange(int(h)) + 0.5)
+        cam_dirs = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(K).T  # z = 1
+        lengths = np.linalg.norm(cam_dirs, axis=1)
+        d = torch.as_tensor(cam_dirs @ R / lengths[:, None], dtype=torch.float32)  # world = R^T cam
+        o = torch.as_tensor(-R.T @ t, dtype=torch.float32).expand_as(d)
+        z = (_nerf.median_depth(vf, o, d).numpy() / lengths).reshape(int(h), int(w)).astype(np.float32)
+        if not (z > 0).any():
+            continue
+        seen_any = True
+        depth = o3d.t.geometry.Image(o3d.core.Tensor(z))
+        K_o3d = K.copy()
+        K_o3d[:2, 2] -= 0.5  # Open3D puts pixel centres on integers
+        intrinsic = o3d.core.Tensor(K_o3d, o3d.core.float64)
+        extrinsic = o3d.core.Tensor(np.vstack([np.hstack([R, t[:, None]]), [0, 0, 0, 1]]), o3d.core.float64)
+        zmax = float(z.max()) * 1.01
+        coords = grid.compute_unique_block_coordinates(depth, intrinsic, extrinsic, 1.0, zmax, 4.0)
+        grid.integrate(coords, depth, intrinsic, extrinsic, 1.0, zmax, 4.0)
+    if not seen_any:
+        raise RadianceFieldError("no training camera sees a surface in the field (every ray keeps more than half "
+                                 "its light)")
+    fused = grid.extract_triangle_mesh(weight_threshold=3.0).to_legacy()
+    verts, faces = np.asarray(fused.vertices, dtype=float), np.asarray(fused.triangles, dtype=np.int64)
+    if not len(faces):
+        raise RadianceFieldError("the training cameras' depth maps agree on no surface (fewer than 3 views each)")
+    # Open3D's extraction does not wind every face alike; its vertex normals (the TSDF gradient) point to free
+    # space, so each face is wound to agree with them.
+    tri = verts[faces]
+    wind = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    outward = np.asarray(fused.vertex_normals)[faces].sum(axis=1)
+    flip = np.einsum("ij,ij->i", wind, outward) < 0
+    faces[flip] = faces[flip][:, ::-1]
+    return verts, faces
+
+
 @step(image="nerf", pool="cpu-optimized", cpu="2", memory="4Gi", timeout="30m")
 def field_mesh(
     field: In[Path],
     mesh: Out[Path],
     level: float | None = None,
     face_budget: int = 200000,
+    surface_from: Literal["depth", "density"] = "density",
 ) -> MeshSummary:
-    """Marching cubes on per-voxel opacity at ``level`` (default 0.5), faces no training camera sees dropped,
-    vertex colours rendered from the field head-on: ``mesh/mesh.ply`` and ``mesh/summary.json``."""
+    """The field's surface, faces no training camera sees dropped, vertex colours rendered from the field head-on:
+    ``mesh/mesh.ply`` and ``mesh/summary.json``. ``surface_from`` "density": marching cubes on per-voxel opacity
+    at ``level`` (default 0.5), a closed surface; "depth": the training cameras' median-depth maps fused in a
+    TSDF, closer to the truth (synthetic sample F-score 0.974 / 0.958 at 1% / 0.5% against 0.967 / 0.941) and a
+    continuous wall where the field is a fog (fountain_p11), but open wherever fewer than 3 views agree, so a
+    single-sided viewer sees back faces through the holes (the sphere test: 57% of the seen faces face the camera)."""
     level = DEFAULT_LEVEL if level is None else float(level)
     if not 0.0 < level < 1.0:
         raise RadianceFieldError(f"level is an opacity and must lie strictly between 0 and 1, not {level}")
     if face_budget < 100:
         raise RadianceFieldError(f"face_budget {face_budget} is too small; give at least 100 faces")
+    if surface_from not in ("depth", "density"):
+        raise RadianceFieldError(f"surface_from must be 'depth' or 'density', not {surface_from!r}")
     _threads_within_cores()
     vf, rot, cams = load_field(Path(field))
     with torch.no_grad():
@@ -436,9 +491,12 @@ def field_mesh(
         raise RadianceFieldError(f"the field's opacity spans [{opacity.min():.3g}, {opacity.max():.3g}]: "
                                  f"no surface at level {level}")
     spacing = ((vf.hi - vf.lo) / (torch.tensor(vf.shape) - 1)).numpy().astype(float)
-    verts, faces, _, _ = skimage.measure.marching_cubes(opacity, level, spacing=tuple(spacing))
-    faces = _wind_outwards(opacity, spacing, verts, faces)
-    verts = verts + vf.lo.numpy()
+    if surface_from == "depth":
+        verts, faces = _depth_fused_surface(vf, cams)
+    else:
+        verts, faces, _, _ = skimage.measure.marching_cubes(opacity, level, spacing=tuple(spacing))
+        faces = _wind_outwards(opacity, spacing, verts, faces)
+        verts = verts + vf.lo.numpy()
     surface = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts.astype(np.float64)),
                                         o3d.utility.Vector3iVector(faces.astype(np.int32)))
     # Normals from the (now outward) winding, so the colour rays, the file's normals and the faces agree.
@@ -459,5 +517,6 @@ def field_mesh(
         summary = MeshSummary(method="radiance_field", num_vertices=len(surface.vertices),
                               num_faces=len(surface.triangles), watertight=bool(surface.is_watertight()))
         write_json(out / "summary.json", {**summary.model_dump(), "face_budget": face_budget, "level": level,
+                                          "surface_from": surface_from,
                                           "viewer_from_model": rot.round(12).tolist()})
     return summary

@@ -149,7 +149,11 @@ def build_radiance_field() -> Pipeline:
                                "(-100 lets any field through)")
     field = p.task(radiance_field, images=front.preprocessed, sparse=front.poses["sparse"], iterations=iterations,
                    grid_size=grid, min_psnr_gain=gain)
-    surface = p.task(field_mesh, field=field["field"], face_budget=front.plan["face_budget"])
+    surface_from = p.param("field_surface", Literal["density", "depth"], default="density",
+                           description="the mesh from marching cubes on the field's opacity (density: closed) or "
+                                       "the training cameras' depth fused in a TSDF (depth: closer, with holes)")
+    surface = p.task(field_mesh, field=field["field"], face_budget=front.plan["face_budget"],
+                     surface_from=surface_from)
     # The report shows the held-out photos beside the field's renders of them.
     _tail(p, front, surface, {"radiance_field": field.result, "mesh": surface.result}, (field, surface),
           {"held_out": field["field"].sub("held_out")})
