@@ -22,6 +22,9 @@ trimesh = lazy.load("trimesh")
 
 MODEL_SUFFIXES = (".ply", ".glb", ".obj")  # in order of preference: ply carries vertex colours losslessly
 BORDER_SLACK = 1.02  # a LOD may exceed its face target by 2% before the held border is let go
+# A finer level must hold at least this many times the faces of the level below it: a standard-tier textured model
+# of 100k faces would otherwise ship "full" at 100k beside "medium" at 98k, two downloads of the same model.
+MIN_LEVEL_STEP = 1.25
 
 # Apple's Object Capture detail levels and their triangle caps (each level has fewer triangles than its cap),
 # coarsest first. AR Quick Look's guidance is 100k polygons, so "full" is for web viewers on capable devices.
@@ -35,8 +38,8 @@ def level_target(name: str) -> int:
 
 def plan_levels(names: list[str], faces: int) -> tuple[list[tuple[str, int]], dict[str, str]]:
     """The levels to build as (name, face target) coarsest first, and the skipped ones with the reason. A level is
-    skipped when the level below it already holds the whole source (it would be the same mesh); the coarsest level
-    asked for always exists."""
+    skipped when the level below it already holds the whole source (it would be the same mesh) or nearly so (the
+    source has fewer than MIN_LEVEL_STEP times its faces); the coarsest level asked for always exists."""
     if not names:
         raise ReconstructionInputError(f"levels is empty: name at least one of {', '.join(LEVELS)}")
     unknown = [n for n in names if n not in LEVELS]
@@ -49,6 +52,10 @@ def plan_levels(names: list[str], faces: int) -> tuple[list[tuple[str, int]], di
         if kept and faces <= kept[-1][1]:
             skipped[name] = (f"the source has {faces} faces, which {kept[-1][0]} already holds whole "
                              f"(a {name} level needs more than {level_target(kept[-1][0])})")
+            continue
+        if kept and faces < MIN_LEVEL_STEP * kept[-1][1]:
+            skipped[name] = (f"the source has {faces} faces, less than {MIN_LEVEL_STEP}x the {kept[-1][1]} of "
+                             f"{kept[-1][0]}: a {name} level would be nearly the same model")
             continue
         kept.append((name, min(faces, level_target(name))))
     return kept, skipped

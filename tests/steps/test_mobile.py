@@ -3,6 +3,7 @@ every glb and usdz placed alike, with linear colours and a material, and passing
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from kai_steps._colmap import ReconstructionInputError
 from kai_steps._export import linear_to_srgb
-from kai_steps._mobile_lod import LEVELS, find_model
+from kai_steps._mobile_lod import LEVELS, MIN_LEVEL_STEP, find_model, plan_levels
 from kai_steps._usd_check import usdz_compliance_failures
 from kai_steps.mobile import MobileBudgetError, mobile_lods, mobile_package
 from tests.steps.gltf_read import glb_chunks, primitive_arrays
@@ -52,6 +53,19 @@ def _red_top_blue_bottom(mesh: trimesh.Trimesh, colors: np.ndarray) -> bool:
     y = mesh.vertices[:, 1]
     rgb = colors[:, :3].astype(int)
     return bool((rgb[y > 0.05, 0] > 200).all() and (rgb[y < -0.05, 2] > 200).all())
+
+
+@pytest.mark.parametrize(("faces", "finest"), [(100_000, "medium"), (130_000, "full")])
+def test_a_level_nearly_the_size_of_the_one_below_is_skipped(faces: int, finest: str) -> None:
+    """A standard-tier textured model has 100k faces: "full" (the source whole) would be "medium" (98k) again."""
+    kept, skipped = plan_levels(list(LEVELS), faces)
+    assert [name for name, _ in kept][-1] == finest
+    for (_, coarser), (_, finer) in itertools.pairwise(kept):
+        assert finer >= MIN_LEVEL_STEP * coarser
+    if finest == "medium":
+        assert list(skipped) == ["full"] and "nearly the same model" in skipped["full"]
+    else:
+        assert skipped == {} and kept[-1][1] == faces
 
 
 def test_levels_are_named_capped_and_skipped_when_the_source_is_too_small(built: dict) -> None:
