@@ -6,12 +6,13 @@
 For each N the sample scene renders a hand-held capture (``render_sample_scene(path="capture")``: two orbit
 heights plus close-ups, drifting exposure, some motion blur; no K.txt unless ``--with-k``: a phone capture has no
 exact intrinsics), and the `reconstruction` template runs through the engine up to ``--steps`` (its tasks after
-that step are cut from the DAG). Per step: wall and CPU seconds, peak RSS against the memory limit the template
-declares (the step decorator's ``memory=``). Then the camera error against the exact cameras (mean/max mm after
-Sim(3), rotation deg) and, when the mesh ran, its F-score against the exact mesh. Plain pycolmap (default
-options: exhaustive matching, incremental mapping) runs on the same images in a child process, so its CPU time
-and peak RSS are its own; the machine is shared, so compare ratios within one run. Last, each step's growth
-exponent: the slope of log(time) on log(N) by least squares, over all N and over N >= 100, for wall and CPU time.
+that step are cut from the DAG). Per step: wall and CPU seconds, peak RSS against the memory limit its pod ran
+under (a sized step's planned figure, else the template's declared ``memory=``). Then the camera error against the
+exact cameras (mean/max mm after Sim(3), rotation deg) and, when the mesh ran, its F-score against the exact
+mesh. Plain pycolmap (default options: exhaustive matching, incremental mapping) runs on the same images in a
+child process, so its CPU time and peak RSS are its own; the machine is shared, so compare ratios within one run.
+Last, each step's growth exponent: the slope of log(time) on log(N) by least squares, over all N and over
+N >= 100, for wall and CPU time.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def trimmed_template(template: Path, last: str) -> dict:
     return doc
 
 
+def task_limit(task: Task, limits: dict[str, int]) -> int | None:
+    """The memory limit the task's pod ran under: a sized step's planned figure (its podSpecPatch), else the
+    template's declared limit."""
+    return max((a.memory_limit_bytes for a in task.attempts if a.memory_limit_bytes), default=None) or limits.get(
+        task.template)
+
+
 def step_rows(result, limits: dict[str, int]) -> dict[str, dict]:
     """Per step of ORDER: wall, cpu, peak RSS and its declared limit (the fan-out: span, summed cpu, worst peak)."""
     pods = tasks(result)
@@ -67,7 +75,7 @@ def step_rows(result, limits: dict[str, int]) -> dict[str, dict]:
             continue
         walls = [t.wall_seconds for t in members if t.wall_seconds is not None]
         cpus = [t.cpu_seconds for t in members if t.cpu_seconds is not None]
-        peaks = [(t.peak_memory_bytes, limits.get(t.template)) for t in members if t.peak_memory_bytes is not None]
+        peaks = [(t.peak_memory_bytes, task_limit(t, limits)) for t in members if t.peak_memory_bytes is not None]
         worst = max(peaks, key=lambda p: p[0] / (p[1] or float("inf")), default=(None, None))
         wall = fanout_span([a for t in members for a in t.attempts]) if label == "quality" else sum(walls or [0])
         rows[label] = {"wall": wall if walls else None, "cpu": sum(cpus) if cpus else None,
