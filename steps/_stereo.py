@@ -147,6 +147,10 @@ def pair_depth(pv: PosedViews, i: int, j: int, scene_depth: float, block_size: i
     dmin = int(np.floor(f * baseline / zhi + offset))
     dmax = int(np.ceil(f * baseline / zlo + offset))
     num = int(np.clip(16 * np.ceil((dmax - dmin) / 16), 16, 16 * (w // 32)))
+    # Columns of view 1 that can see their match in view 2 at every searched disparity (SGBM's own window); a pair
+    # far wider than its depth (close-ups beside an orbit) leaves none, and OpenCV would fail on a negative size.
+    if w + min(dmin, 0) - max(dmin + num, 0) < w // 4:
+        return None
     sgbm = cv2.StereoSGBM_create(minDisparity=dmin, numDisparities=num, blockSize=block_size,
                                  P1=8 * 3 * block_size**2, P2=32 * 3 * block_size**2, disp12MaxDiff=1,
                                  uniquenessRatio=10, speckleWindowSize=100, speckleRange=2,

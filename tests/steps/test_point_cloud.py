@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import open3d as o3d
 import pycolmap
 import pytest
 from scipy.spatial import cKDTree
 
-from kai_steps._colmap import ReconstructionInputError, strecha_model
+from kai_steps._colmap import PosedViews, ReconstructionInputError, View, strecha_model
 from kai_steps._metrics import read_strecha_dir
+from kai_steps._stereo import pair_depth
 from kai_steps.point_cloud import point_cloud
 from tests.conftest import DATASETS
 
@@ -127,3 +129,21 @@ def test_views_that_cannot_form_a_stereo_pair(gt_model: Path, tmp_path: Path) ->
     with pytest.raises(ReconstructionInputError, match="no stereo pair"):
         point_cloud(gt_model / "images", tmp_path / "sparse", tmp_path / "dense")
     assert not (tmp_path / "dense").exists()
+
+
+@pytest.mark.parametrize("baseline", [0.3, 2.5])
+def test_a_pair_wider_than_its_disparity_search_can_span_is_dropped(baseline: float) -> None:
+    """Close-ups beside an orbit pair views whose baseline dwarfs the depth: the disparities to search then fall
+    off the image, where OpenCV's SGBM failed on a negative allocation; such a pair gives no depth map. A pair of
+    ordinary width over the same wall (a textured plane 1 m in front of both cameras) still measures it."""
+    w, h, f = 960, 720, 900.0
+    shift = round(f * baseline)  # the wall moves this many pixels between the views
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (h, w + shift, 3), dtype=np.uint8), (5, 5), 0)
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+    views = [View(name, K, np.eye(3), np.array([-x, 0.0, 0.0]), np.ascontiguousarray(texture[:, s:s + w]), frozenset())
+             for name, x, s in (("a.jpg", 0.0, 0), ("b.jpg", baseline, shift))]
+    depth = pair_depth(PosedViews(views, np.zeros((0, 3)), {}), 0, 1, scene_depth=1.0)
+    if baseline > 1:
+        assert depth is None
+    else:
+        assert depth is not None and np.median(depth.depth[depth.depth > 0]) == pytest.approx(1.0, rel=0.02)
