@@ -23,7 +23,7 @@ from tests.browser import browser, chromium, serve
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("web")
-    m = trimesh.creation.uv_sphere(radius=0.5, count=[48, 150])  # 28k faces: preview decimated, reduced whole
+    m = trimesh.creation.uv_sphere(radius=0.5, count=[60, 150])  # 35k faces: preview decimated, reduced whole
     top = m.vertices[:, 1] > 0
     m.visual = trimesh.visual.ColorVisuals(m, vertex_colors=np.where(
         top[:, None], [220, 30, 30, 255], [30, 30, 220, 255]).astype(np.uint8))
