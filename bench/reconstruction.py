@@ -109,6 +109,12 @@ class Task:
     def over_memory_limit(self) -> bool:
         return any(a.over_memory_limit for a in self.attempts)
 
+    def memory_limit(self, declared: dict[str, int]) -> int | None:
+        """The limit the pod ran under: a sized step's planned figure (its podSpecPatch), else the template's
+        declared one (``memory_limits``)."""
+        return max((a.memory_limit_bytes for a in self.attempts if a.memory_limit_bytes), default=None) or \
+            declared.get(self.template)
+
 
 def tasks(result: RunResult) -> list[Task]:
     """The pods of the main DAG grouped by task; the exit handler's finalize only runs when the DAG failed."""
@@ -201,13 +207,13 @@ def bench_set(name: str, tmp: Path, tier: str, skip_plain: bool, limits: dict[st
         if not measured:
             col[f"peak MiB/limit: {label}"] = "-"
             continue
-        worst = max(measured, key=lambda n: n.peak_memory_bytes / limits.get(n.template, float("inf")))
-        limit = limits.get(worst.template)
+        worst = max(measured, key=lambda n: n.peak_memory_bytes / (n.memory_limit(limits) or float("inf")))
+        limit = worst.memory_limit(limits)
         flag = worst.over_memory_limit or (limit is not None and worst.peak_memory_bytes > limit)
         col[f"peak MiB/limit: {label}"] = f"{mib(worst.peak_memory_bytes)}/{mib(limit)}" + (" !" if flag else "")
         over += [f"{name}: {n.name} peak {mib(n.peak_memory_bytes)} MiB over its limit "
-                 f"{mib(limits.get(n.template))} MiB" for n in measured
-                 if n.over_memory_limit or (limits.get(n.template) and n.peak_memory_bytes > limits[n.template])]
+                 f"{mib(n.memory_limit(limits))} MiB" for n in measured
+                 if n.over_memory_limit or (n.memory_limit(limits) and n.peak_memory_bytes > n.memory_limit(limits))]
     notes += over
 
     cameras = result.outputs.get("cameras")

@@ -56,13 +56,6 @@ def trimmed_template(template: Path, last: str) -> dict:
     return doc
 
 
-def task_limit(task: Task, limits: dict[str, int]) -> int | None:
-    """The memory limit the task's pod ran under: a sized step's planned figure (its podSpecPatch), else the
-    template's declared limit."""
-    return max((a.memory_limit_bytes for a in task.attempts if a.memory_limit_bytes), default=None) or limits.get(
-        task.template)
-
-
 def step_rows(result, limits: dict[str, int]) -> dict[str, dict]:
     """Per step of ORDER: wall, cpu, peak RSS and its declared limit (the fan-out: span, summed cpu, worst peak)."""
     pods = tasks(result)
@@ -75,7 +68,7 @@ def step_rows(result, limits: dict[str, int]) -> dict[str, dict]:
             continue
         walls = [t.wall_seconds for t in members if t.wall_seconds is not None]
         cpus = [t.cpu_seconds for t in members if t.cpu_seconds is not None]
-        peaks = [(t.peak_memory_bytes, task_limit(t, limits)) for t in members if t.peak_memory_bytes is not None]
+        peaks = [(t.peak_memory_bytes, t.memory_limit(limits)) for t in members if t.peak_memory_bytes is not None]
         worst = max(peaks, key=lambda p: p[0] / (p[1] or float("inf")), default=(None, None))
         wall = fanout_span([a for t in members for a in t.attempts]) if label == "quality" else sum(walls or [0])
         rows[label] = {"wall": wall if walls else None, "cpu": sum(cpus) if cpus else None,
